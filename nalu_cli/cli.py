@@ -1,0 +1,268 @@
+"""The `nalu` command line: thin Typer wrappers around plain functions that return data.
+
+TensorFlow is imported inside the commands that need it, never at import time,
+so `nalu --help` stays fast. Errors a user can cause become one line on stderr
+and exit code 2 (set NALU_DEBUG=1 for the traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from typer.core import TyperGroup
+from typer.exceptions import Abort, TyperException
+
+from nalu_cli import __version__
+from nalu_cli._tf import import_tensorflow
+from nalu_cli.config import OPS, UNITS
+from nalu_cli.errors import NaluError
+
+
+class NaluGroup(TyperGroup):
+    """Turns user errors (NaluError, bad flags) into one line on stderr and exit code 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NaluError as error:
+            if os.environ.get("NALU_DEBUG"):
+                raise
+            _fail(str(error))
+        except TyperException as error:  # bad flags and arguments (typer's own click exceptions)
+            if type(error).__name__ == "NoArgsIsHelpError":
+                print(error.format_message())
+                sys.exit(0)
+            _fail(error.format_message(), code=error.exit_code)
+        except Abort:
+            _fail("aborted", code=130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int = 2):
+    print(f"nalu: error: {' '.join(message.split())}", file=sys.stderr)
+    sys.exit(code)
+
+
+app = typer.Typer(
+    cls=NaluGroup,
+    help="Train, evaluate, extrapolate and export neural arithmetic units (NAC, NALU, ...).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+Op = Enum("Op", {op: op for op in OPS}, type=str)
+Unit = Enum("Unit", {unit: unit for unit in UNITS}, type=str)
+
+
+def _version(value: bool):
+    if value:
+        print(f"nalu {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+):
+    pass
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+@app.command()
+def train(
+    config_file: Annotated[Optional[Path], typer.Option("--config", help="YAML config; flags override it.")] = None,
+    op: Annotated[Optional[Op], typer.Option(help="Arithmetic operation to learn.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Maximum training steps.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for slices, data and initialisation.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Training batch size.")] = None,
+    unit: Annotated[Optional[Unit], typer.Option(help="Unit used for both layers.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory.", show_default="runs/OP-UNIT-seedSEED")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory at --out.")] = False,
+):
+    """Train a model on the static arithmetic task; write a run directory with SavedModel checkpoints."""
+    from nalu_cli.config import load_yaml, resolve
+
+    settings = load_yaml(config_file) if config_file else {}
+    config = resolve(
+        settings,
+        {
+            "task": {"op": op.value if op else None},
+            "model": {"unit": unit.value if unit else None},
+            "training": {"steps": steps, "learning_rate": lr, "batch_size": batch_size},
+            "seed": seed,
+        },
+    )
+    out = out or Path("runs") / f"{config.task.op}-{config.model.unit}-seed{config.seed}"
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    import_tensorflow()
+    from nalu_cli.training import train as run_training
+
+    console = _console(stderr=True)
+    console.print(f"training [bold]{config.model.unit}[/] on [bold]{config.task.op}[/] (seed {config.seed}) -> {out}")
+    columns = (
+        TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
+        BarColumn(bar_width=12),
+        TextColumn("loss {task.fields[loss]} interp {task.fields[interp]} extrap {task.fields[extrap]}"),
+        TextColumn("{task.fields[speed]} steps/s ETA"),
+        TimeRemainingColumn(compact=True),
+    )
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("train", total=config.training.steps, loss="-", interp="-", extrap="-", speed="-")
+
+        def on_progress(entry: dict):
+            progress.update(
+                bar,
+                completed=entry["step"],
+                loss=_fmt(entry["loss"], 3),
+                interp=_fmt(entry["interpolation_mse"], 3),
+                extrap=_fmt(entry["extrapolation_mse"], 3),
+                speed=f"{entry['steps_per_second']:,.0f}",
+            )
+
+        summary = run_training(config, out, overwrite=overwrite, on_progress=on_progress)
+        progress.update(bar, completed=summary["steps_trained"])
+    _print_train_summary(summary, out)
+
+
+def _print_train_summary(summary: dict, out: Path):
+    from rich.table import Table
+
+    table = Table(title=f"{summary['formula']}  ({summary['unit']}, seed {summary['seed']})", show_header=False)
+    rows = [
+        ("steps trained", f"{summary['steps_trained']:,} ({summary['stop_reason']})"),
+        ("selected step (lowest interpolation MSE)", summary["selected_step"]),
+        ("interpolation MSE", summary["interpolation_mse"]),
+        ("extrapolation MSE", summary["extrapolation_mse"]),
+        ("success threshold", summary["success_threshold"]),
+        ("success", summary["success"]),
+        ("solved at step", summary["solved_at_step"]),
+        ("training speed (steps/s)", summary["steps_per_second"]),
+        ("wall time (s)", summary["wall_seconds"]),
+    ]
+    for name, value in rows:
+        table.add_row(name, _fmt(value))
+    console = _console()
+    console.print(table)
+    console.print(f"run directory: {out}")
+
+
+@app.command("eval")
+def eval_command(
+    path: Annotated[Path, typer.Argument(help="Run directory or nalu SavedModel.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+):
+    """Interpolation and extrapolation error, Trask's normalised error, and the success criterion."""
+    import_tensorflow()
+    from nalu_cli.evaluation import evaluate
+
+    report = evaluate(path)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{report['task']['formula']}  ({report['path']})")
+    for column in ("split", "range", "MSE", "threshold", "below", "normalised (random=100)"):
+        table.add_column(column)
+    for split, range_key in (("interpolation", "interpolation_range"), ("extrapolation", "extrapolation_range")):
+        row = report[split]
+        table.add_row(
+            split,
+            _fmt_range(report["task"][range_key]),
+            _fmt(row["mse"]),
+            _fmt(row["threshold"]),
+            _fmt(row["below_threshold"]),
+            _fmt(row["normalized_error"]),
+        )
+    console = _console()
+    console.print(table)
+    verdict = "[bold green]SUCCESS[/]" if report["success"] else "[bold red]FAILURE[/]"
+    console.print(f"{verdict}: {report['criterion']}")
+
+
+def _fmt_range(intervals) -> str:
+    return " ∪ ".join(f"U[{lo:g}, {hi:g}]" for lo, hi in intervals)
+
+
+@app.command()
+def extrapolate(
+    path: Annotated[Path, typer.Argument(help="Run directory or nalu SavedModel.")],
+    ranges: Annotated[
+        Optional[list[str]],
+        typer.Option("--range", help="Input range LO:HI (repeatable; use --range=-6:-2 for negatives)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+):
+    """Error as inputs leave the training range (default: the extrapolation range scaled 1x to 1000x)."""
+    import_tensorflow()
+    from nalu_cli.evaluation import extrapolate as run_extrapolate
+    from nalu_cli.evaluation import parse_cli_range
+
+    parsed = [parse_cli_range(text) for text in ranges] if ranges else None
+    report = run_extrapolate(path, parsed)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{report['task']['formula']}: trained on {_fmt_range(report['task']['interpolation_range'])}")
+    for column in ("range", "MSE", "relative error", "threshold", "success"):
+        table.add_column(column)
+    for row in report["ranges"]:
+        table.add_row(
+            _fmt_range(row["range"]), _fmt(row["mse"]), _fmt(row["relative_error"]), _fmt(row["threshold"]),
+            _fmt(row["success"]),
+        )
+    _console().print(table)
+
+
+@app.command()
+def export(
+    path: Annotated[Path, typer.Argument(help="Run directory (or a nalu SavedModel).")],
+    out: Annotated[Path, typer.Option(help="Output SavedModel directory (other formats go inside it).")],
+    formats: Annotated[
+        Optional[list[str]],
+        typer.Option("--format", help="savedmodel (always), keras, tflite, onnx; repeatable."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing export at --out.")] = False,
+):
+    """Write a SavedModel that plain TensorFlow can load and serve (and .keras / .tflite / .onnx)."""
+    import_tensorflow()
+    from nalu_cli.export import export as run_export
+
+    result = run_export(path, out, formats or ["savedmodel"], overwrite=overwrite)
+    for kind, file in result["files"].items():
+        print(f"{kind:>10}: {file}")
+
+
+def main():
+    app()

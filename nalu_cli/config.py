@@ -1,0 +1,286 @@
+"""Run configuration: small dataclasses with defaults, a YAML file and flag overrides.
+
+A config is resolved once (defaults <- YAML file <- command-line overrides),
+validated, and written into the run directory so every checkpoint carries the
+settings that made it. Unknown keys and wrong types are errors that name the key.
+This module imports neither TensorFlow nor numpy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nalu_cli.errors import NaluError
+
+OPS = ("add", "sub", "mul", "div", "square", "sqrt")
+# Units the model builder knows; kept here (not in nalu_cli.units) so that
+# validating a config never imports TensorFlow.
+UNITS = ("nac", "nalu")
+
+Interval = list  # [lo, hi]
+
+
+@dataclass
+class TaskConfig:
+    """The static arithmetic task (Trask et al. 2018, section 4.1; Madsen & Johansen 2020)."""
+
+    op: str = "mul"
+    input_size: int = 100
+    subset_ratio: float = 0.25
+    overlap_ratio: float = 0.5
+    # Explicit slice placement [[a_start, a_end], [b_start, b_end]]; None draws it from the seed.
+    subsets: list | None = None
+    # A range is [lo, hi] or a union [[lo, hi], [lo, hi], ...].
+    interpolation_range: list = field(default_factory=lambda: [1.0, 2.0])
+    extrapolation_range: list = field(default_factory=lambda: [2.0, 6.0])
+    validation_size: int = 10_000
+    test_size: int = 10_000
+
+
+@dataclass
+class ModelConfig:
+    """Two layers of `unit`: input_size -> hidden_size -> 1."""
+
+    unit: str = "nalu"
+    hidden_size: int = 2
+
+
+@dataclass
+class TrainingConfig:
+    steps: int = 100_000
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    # Steps per compiled call; the model is evaluated after each chunk.
+    eval_every: int = 1_000
+    # Stop once the checkpoint selected on interpolation error meets the success criterion.
+    early_stop: bool = True
+
+
+@dataclass
+class Config:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, "a list"
+    )
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check `value` against the annotated type `tp`, naming `key` when it does not fit."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(key, value, args[0])
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise NaluError(f"config key '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise NaluError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise NaluError(f"config key '{key}' must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise NaluError(f"config key '{key}' must be finite, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise NaluError(f"config key '{key}' must be a string, got {value!r}")
+        return value
+    if tp is list or origin is list:
+        if not isinstance(value, list):
+            raise NaluError(f"config key '{key}' must be a list, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug, not user input
+
+
+def _merge(instance: Any, updates: dict, prefix: str = "") -> None:
+    """Apply a nested dict of updates onto a dataclass instance, in place."""
+    if not isinstance(updates, dict):
+        raise NaluError(f"config section '{prefix.rstrip('.') or 'top level'}' must be a mapping")
+    hints = typing.get_type_hints(type(instance))
+    for key, value in updates.items():
+        full = f"{prefix}{key}"
+        if not isinstance(key, str) or key not in hints:
+            raise NaluError(f"unknown config key '{full}'")
+        current = getattr(instance, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, prefix=f"{full}.")
+        else:
+            setattr(instance, key, _coerce(full, value, hints[key]))
+
+
+def parse_range(key: str, value: Any) -> list[list[float]]:
+    """Normalise `[lo, hi]` or `[[lo, hi], ...]` to a sorted list of disjoint intervals."""
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise NaluError(f"config key '{key}' must be [lo, hi] or a list of [lo, hi], got {value!r}")
+    intervals = []
+    for interval in value:
+        if not (
+            isinstance(interval, list)
+            and len(interval) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in interval)
+        ):
+            raise NaluError(f"config key '{key}' must be [lo, hi] or a list of [lo, hi], got {value!r}")
+        lo, hi = float(interval[0]), float(interval[1])
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise NaluError(f"config key '{key}' must be finite, got {interval!r}")
+        if lo >= hi:
+            raise NaluError(f"config key '{key}': lo must be below hi, got [{lo:g}, {hi:g}]")
+        intervals.append([lo, hi])
+    intervals.sort()
+    for (_, hi0), (lo1, _) in zip(intervals, intervals[1:]):
+        if lo1 < hi0:
+            raise NaluError(f"config key '{key}': intervals overlap in {value!r}")
+    return intervals
+
+
+def validate(config: Config) -> Config:
+    """Check values that types alone cannot; normalise ranges in place."""
+    task, model, training = config.task, config.model, config.training
+    if task.op not in OPS:
+        raise NaluError(f"unknown op '{task.op}' (choose from {', '.join(OPS)})")
+    if model.unit not in UNITS:
+        raise NaluError(f"unknown unit '{model.unit}' (choose from {', '.join(UNITS)})")
+    positive = {
+        "task.input_size": task.input_size,
+        "task.validation_size": task.validation_size,
+        "task.test_size": task.test_size,
+        "model.hidden_size": model.hidden_size,
+        "training.steps": training.steps,
+        "training.batch_size": training.batch_size,
+        "training.eval_every": training.eval_every,
+        "training.learning_rate": training.learning_rate,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise NaluError(f"config key '{key}' must be positive, got {value!r}")
+    if config.seed < 0:
+        raise NaluError(f"config key 'seed' must be non-negative, got {config.seed!r}")
+    if not 0 < task.subset_ratio <= 1:
+        raise NaluError(f"config key 'task.subset_ratio' must be in (0, 1], got {task.subset_ratio!r}")
+    if not 0 <= task.overlap_ratio < 1:
+        raise NaluError(f"config key 'task.overlap_ratio' must be in [0, 1), got {task.overlap_ratio!r}")
+    task.interpolation_range = parse_range("task.interpolation_range", task.interpolation_range)
+    task.extrapolation_range = parse_range("task.extrapolation_range", task.extrapolation_range)
+    if task.subsets is not None:
+        task.subsets = _parse_subsets(task.subsets, task.input_size, task.op)
+    else:
+        subset = int(task.subset_ratio * task.input_size)
+        span = 2 * subset - int(task.overlap_ratio * subset)
+        if subset < 1 or span > task.input_size:
+            raise NaluError(
+                f"slices of {subset} with overlap ratio {task.overlap_ratio:g} do not fit "
+                f"task.input_size={task.input_size}"
+            )
+    for key in ("interpolation_range", "extrapolation_range"):
+        check_domain(task.op, f"task.{key}", getattr(task, key))
+    return config
+
+
+def _parse_subsets(value: Any, input_size: int, op: str) -> list[list[int]]:
+    if not (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(
+            isinstance(s, list) and len(s) == 2 and all(isinstance(i, int) and not isinstance(i, bool) for i in s)
+            for s in value
+        )
+    ):
+        raise NaluError(f"config key 'task.subsets' must be [[start, end], [start, end]], got {value!r}")
+    for start, end in value:
+        if not 0 <= start < end <= input_size:
+            raise NaluError(
+                f"config key 'task.subsets': slice [{start}, {end}] does not fit input_size={input_size}"
+            )
+    return [list(s) for s in value]
+
+
+def check_domain(op: str, key: str, intervals: list[list[float]]) -> None:
+    """Reject ranges where the target is undefined: sqrt of negatives, division by a sum that can be 0."""
+    lowest, highest = intervals[0][0], intervals[-1][1]
+    if op == "sqrt" and lowest < 0:
+        raise NaluError(f"op 'sqrt' needs non-negative inputs, but {key} reaches {lowest:g}")
+    if op == "div" and lowest <= 0 <= highest:
+        raise NaluError(
+            f"op 'div' needs inputs of one sign (a sum over them divides), but {key} "
+            f"[{lowest:g}, {highest:g}] contains 0"
+        )
+
+
+def load_yaml(path: Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise NaluError(f"config file not found: {path}")
+    if not path.is_file():
+        raise NaluError(f"config path is not a file: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise NaluError(f"malformed YAML in {path}{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise NaluError(f"cannot read config file {path}: {error}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise NaluError(f"config file {path} must hold a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def resolve(file_settings: dict | None = None, overrides: dict | None = None) -> Config:
+    """defaults <- file settings <- overrides (a nested dict; None values are ignored)."""
+    config = Config()
+    if file_settings:
+        _merge(config, file_settings)
+    if overrides:
+        _merge(config, _drop_none(overrides))
+    return validate(config)
+
+
+def _drop_none(tree: dict) -> dict:
+    pruned = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            value = _drop_none(value)
+            if value:
+                pruned[key] = value
+        elif value is not None:
+            pruned[key] = value
+    return pruned
+
+
+def from_dict(data: dict) -> Config:
+    """Rebuild a resolved config (as written by `Config.to_dict`)."""
+    return resolve(data)
+
+
+def dump_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

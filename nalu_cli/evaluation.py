@@ -1,0 +1,132 @@
+"""Evaluation with the literature's criteria, and extrapolation curves.
+
+- interpolation / extrapolation MSE on the task's fixed validation and test sets;
+- Trask et al.'s normalised error: 100 * MSE / MSE of a randomly initialised model
+  of the same architecture (median over 10 initialisations), so random = 100, perfect = 0;
+- Madsen & Johansen's success criterion: extrapolation MSE below the MSE of a
+  near-perfect solution (eps = 1e-5), simulated for exactly this task.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from nalu_cli import tasks
+from nalu_cli.config import check_domain, from_dict, parse_range
+from nalu_cli.errors import NaluError
+from nalu_cli.rundir import resolve_source
+
+BASELINE_MODELS = 10
+DEFAULT_SCALE_FACTORS = (1, 10, 100, 1000)
+EXTRAPOLATE_SAMPLES = 10_000
+
+
+def mse(prediction: np.ndarray, target: np.ndarray) -> float:
+    error = prediction.astype(np.float64) - target.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.mean(error * error))
+
+
+def random_baseline_mse(meta: dict, spec: tasks.TaskSpec, datasets: dict) -> dict:
+    """Median MSE of BASELINE_MODELS freshly initialised models of the run's architecture, per dataset."""
+    from nalu_cli.model import build_model
+
+    model_config = from_dict({"model": meta["model"]}).model
+    seeds = tasks.fork(spec.seed, tasks.BASELINE_STREAM).integers(2**31, size=BASELINE_MODELS)
+    errors = {name: [] for name in datasets}
+    for seed in seeds:
+        model = build_model(model_config, spec.input_size, seed=int(seed))
+        for name, (x, y) in datasets.items():
+            errors[name].append(mse(np.asarray(model(x)), y))
+    return {name: float(np.median(values)) for name, values in errors.items()}
+
+
+def normalized_error(model_mse: float, baseline_mse: float) -> float | None:
+    if not (math.isfinite(model_mse) and math.isfinite(baseline_mse)) or baseline_mse == 0:
+        return None
+    return 100.0 * model_mse / baseline_mse
+
+
+def evaluate(path: Path) -> dict:
+    """Interpolation and extrapolation error of a run or nalu SavedModel, with success or not."""
+    from nalu_cli.export import SavedModelPredictor
+
+    source = resolve_source(Path(path))
+    spec = tasks.TaskSpec.from_dict(source.meta["task"])
+    predict = SavedModelPredictor(source.saved_model)
+    datasets = {"interpolation": tasks.validation_set(spec), "extrapolation": tasks.test_set(spec)}
+    baseline = random_baseline_mse(source.meta, spec, datasets)
+    thresholds = {
+        "interpolation": tasks.success_threshold(spec, spec.interpolation_range),
+        "extrapolation": tasks.success_threshold(spec),
+    }
+    report = {"path": str(path), "task": {**spec.to_dict(), "formula": spec.formula()}}
+    for name, (x, y) in datasets.items():
+        model_mse = mse(predict(x), y)
+        report[name] = {
+            "mse": model_mse if math.isfinite(model_mse) else None,
+            "threshold": thresholds[name],
+            "below_threshold": bool(model_mse < thresholds[name]),
+            "random_baseline_mse": baseline[name],
+            "normalized_error": normalized_error(model_mse, baseline[name]),
+        }
+    report["success"] = report["extrapolation"]["below_threshold"]
+    report["criterion"] = (
+        f"extrapolation MSE < MSE of a near-perfect solution (eps={tasks.SUCCESS_EPSILON:g}), Madsen & Johansen 2020"
+    )
+    return report
+
+
+def parse_cli_range(text: str) -> list[list[float]]:
+    """'LO:HI' -> [[lo, hi]]."""
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        lo, hi = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise NaluError(f"--range must be LO:HI with numbers, got '{text}'") from None
+    return parse_range("--range", [lo, hi])
+
+
+def default_ranges(spec: tasks.TaskSpec, factors=DEFAULT_SCALE_FACTORS) -> list[list[list[float]]]:
+    """The extrapolation range, then the same range scaled by each factor (further from training)."""
+    return [[[lo * f, hi * f] for lo, hi in spec.extrapolation_range] for f in factors]
+
+
+def extrapolate(path: Path, ranges: list[list[list[float]]] | None = None, samples: int = EXTRAPOLATE_SAMPLES) -> dict:
+    """MSE, relative error and success per input range, for ranges growing away from training."""
+    from nalu_cli.export import SavedModelPredictor
+
+    source = resolve_source(Path(path))
+    spec = tasks.TaskSpec.from_dict(source.meta["task"])
+    ranges = ranges or default_ranges(spec)
+    for intervals in ranges:
+        check_domain(spec.op, "--range", intervals)
+    predict = SavedModelPredictor(source.saved_model)
+    rows = []
+    for index, intervals in enumerate(ranges):
+        rng = tasks.fork(spec.seed + 1_000_003 * (index + 1), tasks.TEST_STREAM)
+        x, y = tasks.sample_numpy(spec, intervals, samples, rng)
+        model_mse = mse(predict(x), y)
+        target_power = float(np.mean(y.astype(np.float64) ** 2))
+        threshold = tasks.success_threshold(spec, intervals, samples=100_000)
+        rows.append(
+            {
+                "range": intervals,
+                "max_abs_input": max(abs(v) for interval in intervals for v in interval),
+                "mse": model_mse if math.isfinite(model_mse) else None,
+                "relative_error": math.sqrt(model_mse / target_power) if math.isfinite(model_mse) else None,
+                "threshold": threshold,
+                "success": bool(model_mse < threshold),
+            }
+        )
+    return {
+        "path": str(path),
+        "task": {**spec.to_dict(), "formula": spec.formula()},
+        "relative_error": "sqrt(MSE / mean(y^2))",
+        "ranges": rows,
+    }

@@ -1,0 +1,193 @@
+"""Writing models out: SavedModel (with its task spec), .keras, TFLite, ONNX; loading SavedModels back.
+
+A nalu SavedModel has one `serving_default` signature taking float32 `x` of
+shape [None, input_size] and returning `y` of shape [None, 1]; it loads with
+plain `tf.saved_model.load`, no nalu import needed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from nalu_cli import __version__
+from nalu_cli.errors import NaluError
+from nalu_cli.rundir import (
+    INPUT_NAME,
+    KERAS_FILE,
+    META_FILE,
+    OUTPUT_NAME,
+    ModelSource,
+    atomic_path,
+    discard_backup,
+    prepare_output,
+    resolve_source,
+    restore_backup,
+)
+
+FORMATS = ("savedmodel", "keras", "tflite", "onnx")
+
+
+def make_meta(task_spec: dict, model_config: dict, **extra) -> dict:
+    return {
+        "format": "nalu-saved-model",
+        "nalu_version": __version__,
+        "input_name": INPUT_NAME,
+        "output_name": OUTPUT_NAME,
+        "task": task_spec,
+        "model": model_config,
+        **extra,
+    }
+
+
+def write_saved_model(model, meta: dict, path: Path) -> None:
+    """Atomically write `model` as a SavedModel with a stable `serving_default` signature."""
+    import keras
+    import tensorflow as tf
+
+    input_size = int(meta["task"]["input_size"])
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name="serving_default",
+        fn=lambda x: {OUTPUT_NAME: model(x, training=False)},
+        input_signature=[tf.TensorSpec([None, input_size], tf.float32, name=INPUT_NAME)],
+    )
+    with atomic_path(path) as tmp:
+        archive.write_out(str(tmp), verbose=False)
+        (tmp / META_FILE).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+
+
+class SavedModelPredictor:
+    """Calls a SavedModel's serving signature on numpy batches."""
+
+    def __init__(self, path: Path):
+        import tensorflow as tf
+
+        try:
+            self._loaded = tf.saved_model.load(str(path))
+            self._signature = self._loaded.signatures["serving_default"]
+        except (OSError, ValueError, KeyError, tf.errors.OpError) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise NaluError(f"cannot load SavedModel {path}: {first_line}") from None
+        spec = self._signature.structured_input_signature[1][INPUT_NAME]
+        self.input_size = int(spec.shape[-1])
+
+    def __call__(self, x: np.ndarray, batch_size: int = 100_000) -> np.ndarray:
+        import tensorflow as tf
+
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.input_size:
+            raise NaluError(f"model expects inputs of shape [N, {self.input_size}], got {list(x.shape)}")
+        outputs = [
+            self._signature(**{INPUT_NAME: tf.constant(x[i : i + batch_size])})[OUTPUT_NAME].numpy()
+            for i in range(0, len(x), batch_size)
+        ]
+        return np.concatenate(outputs, axis=0)
+
+
+def load_keras_model(path: Path):
+    import keras
+
+    import nalu_cli.units  # noqa: F401  (registers the unit layers for deserialisation)
+
+    try:
+        return keras.saving.load_model(str(path), compile=False)
+    except Exception as error:  # keras raises many types for unreadable archives
+        raise NaluError(f"cannot load Keras model {path}: {str(error).strip().splitlines()[0]}") from None
+
+
+def export(source_path: Path, out: Path, formats: list[str], overwrite: bool = False) -> dict:
+    """Export a run (or a nalu SavedModel) to `out`, a SavedModel directory holding the other formats too.
+
+    out/                 the SavedModel (always written; the other formats derive from it)
+    out/model.keras      --format keras
+    out/model.tflite     --format tflite
+    out/model.onnx       --format onnx (needs the `onnx` extra)
+    """
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise NaluError(f"unknown export format '{unknown[0]}' (choose from {', '.join(FORMATS)})")
+    if "onnx" in formats:
+        _require_onnx()
+    source = resolve_source(Path(source_path))
+    model = _source_keras_model(source) if ("keras" in formats or source.run_dir) else None
+    out = Path(out)
+    backup = prepare_output(out, overwrite, kind="SavedModel")
+    written = {}
+    try:
+        if model is not None:
+            write_saved_model(model, source.meta, out)
+        else:
+            _copy_saved_model(source, out)
+        written["savedmodel"] = str(out)
+        if "keras" in formats:
+            with atomic_path(out / KERAS_FILE) as tmp:
+                model.save(str(tmp))
+            written["keras"] = str(out / KERAS_FILE)
+        if "tflite" in formats:
+            written["tflite"] = str(_write_tflite(out))
+        if "onnx" in formats:
+            written["onnx"] = str(_write_onnx(out, source.meta))
+    except BaseException:
+        restore_backup(out, backup)
+        raise
+    discard_backup(backup)
+    return {"source": str(source_path), "out": str(out), "files": written, "task": source.meta["task"]}
+
+
+def _source_keras_model(source: ModelSource):
+    if source.run_dir is None:
+        raise NaluError("--format keras needs a run directory (a bare SavedModel has no Keras model)")
+    keras_path = source.run_dir / KERAS_FILE
+    if not keras_path.is_file():
+        raise NaluError(f"run {source.run_dir} has no {KERAS_FILE}")
+    return load_keras_model(keras_path)
+
+
+def _copy_saved_model(source: ModelSource, out: Path) -> None:
+    import shutil
+
+    with atomic_path(out) as tmp:
+        shutil.copytree(source.saved_model, tmp)
+
+
+def _write_tflite(out: Path) -> Path:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(out))
+    flatbuffer = converter.convert()
+    path = out / "model.tflite"
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(flatbuffer)
+    return path
+
+
+def _require_onnx() -> None:
+    try:
+        import onnx  # noqa: F401
+        import tf2onnx  # noqa: F401
+    except ImportError:
+        raise NaluError("ONNX export needs the onnx extra: pip install 'nalu-cli[onnx]'") from None
+
+
+def _write_onnx(out: Path, meta: dict) -> Path:
+    import tensorflow as tf
+    import tf2onnx
+
+    loaded = tf.saved_model.load(str(out))  # keep a reference: the signature needs its variables alive
+    signature = loaded.signatures["serving_default"]
+
+    @tf.function(autograph=False)
+    def serve(x):
+        return signature(**{INPUT_NAME: x})
+
+    spec = (tf.TensorSpec([None, int(meta["task"]["input_size"])], tf.float32, name=INPUT_NAME),)
+    model_proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=17)
+    path = out / "model.onnx"
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(model_proto.SerializeToString())
+    return path

@@ -1,0 +1,163 @@
+"""The run directory and the files in it; atomic writes; telling a run from a SavedModel.
+
+Layout of a run directory:
+    config.yaml      the resolved config that made the run
+    metrics.jsonl    one JSON object per evaluation
+    model.keras      the selected checkpoint (lowest interpolation validation MSE)
+    saved_model/     the same checkpoint as a TensorFlow SavedModel (serving_default: x -> y)
+    summary.json     final figures: selected step, errors, success, speed
+    tensorboard/     TensorBoard scalars
+A SavedModel written by nalu carries `assets.extra/nalu.json` (task spec and model
+config), so eval and extrapolate need nothing else. No TensorFlow import here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from nalu_cli.errors import NaluError
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+KERAS_FILE = "model.keras"
+SAVED_MODEL_DIR = "saved_model"
+SUMMARY_FILE = "summary.json"
+TENSORBOARD_DIR = "tensorboard"
+META_FILE = Path("assets.extra") / "nalu.json"
+SAVED_MODEL_PB = "saved_model.pb"
+INPUT_NAME = "x"
+OUTPUT_NAME = "y"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary sibling, then rename over `path`: readers see old or new, never half."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary sibling path to write a file or directory into; move it into place on success."""
+    path = Path(path)
+    # Keep the suffix: some writers (keras' .save) insist on it.
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    _remove(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    _remove(old)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / CONFIG_FILE).is_file() and (path / METRICS_FILE).exists()
+
+
+def is_saved_model(path: Path) -> bool:
+    return (path / SAVED_MODEL_PB).is_file()
+
+
+def prepare_output(path: Path, overwrite: bool, kind: str) -> Path | None:
+    """Refuse an existing output unless --overwrite; never touch something nalu did not write.
+
+    Returns a backup path holding the old output (restore it with `restore_backup`
+    if the new write fails, discard it with `discard_backup` once it succeeds).
+    """
+    path = Path(path)
+    if not path.exists():
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True)
+        return None
+    if not overwrite:
+        raise NaluError(f"{path} already exists; pass --overwrite to replace it")
+    if not path.is_dir():
+        raise NaluError(f"{path} exists and is not a directory; refusing to replace it")
+    ours = is_run_dir(path) if kind == "run" else is_saved_model(path)
+    if not ours and any(path.iterdir()):
+        raise NaluError(f"{path} is not a nalu {kind} directory; refusing to overwrite it")
+    backup = path.with_name(f".{path.name}.backup-{os.getpid()}")
+    _remove(backup)
+    os.replace(path, backup)
+    return backup
+
+
+def restore_backup(path: Path, backup: Path | None) -> None:
+    if backup is None:
+        return
+    _remove(Path(path))
+    os.replace(backup, path)
+
+
+def discard_backup(backup: Path | None) -> None:
+    if backup is not None:
+        _remove(backup)
+
+
+@dataclass
+class ModelSource:
+    """Where a trained model lives: its SavedModel, its metadata, and its run directory if any."""
+
+    saved_model: Path
+    meta: dict
+    run_dir: Path | None = None
+
+
+def resolve_source(path: Path) -> ModelSource:
+    """A run directory or a bare SavedModel written by nalu, or a clear error."""
+    path = Path(path)
+    if not path.exists():
+        raise NaluError(f"no such file or directory: {path}")
+    if not path.is_dir():
+        raise NaluError(f"{path} is not a directory (expected a run directory or a SavedModel)")
+    if is_run_dir(path):
+        saved_model = path / SAVED_MODEL_DIR
+        if not is_saved_model(saved_model):
+            raise NaluError(f"run {path} has no SavedModel yet ({saved_model} is missing)")
+        return ModelSource(saved_model, read_meta(saved_model), run_dir=path)
+    if is_saved_model(path):
+        return ModelSource(path, read_meta(path))
+    raise NaluError(f"{path} is neither a nalu run directory nor a SavedModel")
+
+
+def read_meta(saved_model: Path) -> dict:
+    meta_path = saved_model / META_FILE
+    if not meta_path.is_file():
+        raise NaluError(f"SavedModel {saved_model} carries no task spec ({META_FILE} missing); "
+                        "export it with `nalu export`")
+    try:
+        meta = json.loads(meta_path.read_text())
+        meta["task"]["op"]
+    except (ValueError, KeyError, TypeError):
+        raise NaluError(f"task spec {meta_path} is corrupted") from None
+    return meta
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise NaluError(f"missing file: {path}") from None
+    except ValueError:
+        raise NaluError(f"corrupted JSON file: {path}") from None
