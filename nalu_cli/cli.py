@@ -121,6 +121,9 @@ def train(
         },
     )
     out = out or Path("runs") / f"{config.task.op}-{config.model.unit}-seed{config.seed}"
+    from nalu_cli.rundir import check_output
+
+    check_output(out, overwrite, kind="run")  # before any output, so a refusal is one line
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     import_tensorflow()

@@ -79,17 +79,13 @@ def is_saved_model(path: Path) -> bool:
     return (path / SAVED_MODEL_PB).is_file()
 
 
-def prepare_output(path: Path, overwrite: bool, kind: str) -> Path | None:
-    """Refuse an existing output unless --overwrite; never touch something nalu did not write.
-
-    Returns a backup path holding the old output (restore it with `restore_backup`
-    if the new write fails, discard it with `discard_backup` once it succeeds).
-    """
+def check_output(path: Path, overwrite: bool, kind: str) -> None:
+    """Refuse an existing output unless --overwrite, and never replace something nalu did not write."""
     path = Path(path)
     if not path.exists():
-        if not path.parent.exists():
-            path.parent.mkdir(parents=True)
-        return None
+        if path.parent.exists() and not path.parent.is_dir():
+            raise NaluError(f"cannot create {path}: {path.parent} is not a directory")
+        return
     if not overwrite:
         raise NaluError(f"{path} already exists; pass --overwrite to replace it")
     if not path.is_dir():
@@ -97,6 +93,18 @@ def prepare_output(path: Path, overwrite: bool, kind: str) -> Path | None:
     ours = is_run_dir(path) if kind == "run" else is_saved_model(path)
     if not ours and any(path.iterdir()):
         raise NaluError(f"{path} is not a nalu {kind} directory; refusing to overwrite it")
+
+
+def prepare_output(path: Path, overwrite: bool, kind: str) -> Path | None:
+    """`check_output`, then move an old output aside and return where it went (or None).
+
+    Restore it with `restore_backup` if the new write fails; `discard_backup` once it succeeds.
+    """
+    path = Path(path)
+    check_output(path, overwrite, kind)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return None
     backup = path.with_name(f".{path.name}.backup-{os.getpid()}")
     _remove(backup)
     os.replace(path, backup)

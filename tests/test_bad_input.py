@@ -1,0 +1,121 @@
+"""Bad input: one line on stderr naming the problem, exit code 2, no traceback, nothing overwritten."""
+
+import hashlib
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import invoke
+
+YAML = {
+    "malformed.yaml": "task: {op: add\n",
+    "unknown_key.yaml": "training: {lerning_rate: 0.1}\n",
+    "wrong_type.yaml": "training: {steps: many}\n",
+    "unknown_op.yaml": "task: {op: pow}\n",
+    "lo_ge_hi.yaml": "task: {interpolation_range: [2, 1]}\n",
+    "sqrt_negative.yaml": "task: {op: sqrt, interpolation_range: [-2, -1]}\n",
+    "div_zero.yaml": "task: {op: div, extrapolation_range: [-2, 2]}\n",
+    "subsets_too_big.yaml": "task: {subsets: [[0, 10], [90, 110]]}\n",
+    "ratio_too_big.yaml": "task: {input_size: 4, subset_ratio: 1.0}\n",
+    "not_a_mapping.yaml": "- just\n- a list\n",
+    "negative_steps.yaml": "training: {steps: -5}\n",
+}
+
+CASES = [
+    # (args, words the message must contain)
+    (["train", "--op", "pow"], "'pow' is not one of"),
+    (["train", "--steps", "ten"], "Invalid value for '--steps'"),
+    (["train", "--lr", "-1"], "training.learning_rate"),
+    (["train", "--config", "{tmp}/missing.yaml"], "config file not found"),
+    (["train", "--config", "{tmp}"], "not a file"),
+    (["train", "--config", "{tmp}/malformed.yaml"], "malformed YAML"),
+    (["train", "--config", "{tmp}/unknown_key.yaml"], "unknown config key 'training.lerning_rate'"),
+    (["train", "--config", "{tmp}/wrong_type.yaml"], "'training.steps' must be an integer"),
+    (["train", "--config", "{tmp}/unknown_op.yaml"], "unknown op 'pow'"),
+    (["train", "--config", "{tmp}/lo_ge_hi.yaml"], "lo must be below hi"),
+    (["train", "--config", "{tmp}/sqrt_negative.yaml"], "'sqrt' needs non-negative inputs"),
+    (["train", "--config", "{tmp}/div_zero.yaml"], "contains 0"),
+    (["train", "--config", "{tmp}/subsets_too_big.yaml"], "does not fit input_size=100"),
+    (["train", "--config", "{tmp}/ratio_too_big.yaml"], "do not fit task.input_size=4"),
+    (["train", "--config", "{tmp}/not_a_mapping.yaml"], "must hold a mapping"),
+    (["train", "--config", "{tmp}/negative_steps.yaml"], "'training.steps' must be positive"),
+    (["train", "--op", "add", "--steps", "10", "--out", "{tmp}/precious"], "already exists"),
+    (["train", "--op", "add", "--steps", "10", "--out", "{tmp}/precious", "--overwrite"], "not a nalu run"),
+    (["eval", "{tmp}/missing"], "no such file or directory"),
+    (["eval", "{tmp}/precious"], "neither a nalu run directory nor a SavedModel"),
+    (["eval", "{tmp}/malformed.yaml"], "is not a directory"),
+    (["extrapolate", "{tmp}/precious"], "neither a nalu run directory nor a SavedModel"),
+    (["export", "{tmp}/missing", "--out", "{tmp}/new"], "no such file or directory"),
+]
+
+
+def snapshot(root):
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+        for path in sorted(root.rglob("*"))
+    }
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    for name, text in YAML.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "thesis.txt").write_text("four years of work")
+    return tmp_path
+
+
+def check_one_line_error(result, expected):
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("nalu: error: ")
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("args, expected", CASES, ids=[" ".join(a)[:60] for a, _ in CASES])
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(workspace, args, expected):
+    before = snapshot(workspace)
+    result = invoke(*[arg.format(tmp=workspace) for arg in args])
+    check_one_line_error(result, expected)
+    assert snapshot(workspace) == before
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["extrapolate", "{run}", "--range", "a:b"], "--range must be LO:HI"),
+        (["extrapolate", "{run}", "--range", "5:1"], "lo must be below hi"),
+        (["export", "{run}", "--out", "{tmp}/x", "--format", "pdf"], "unknown export format 'pdf'"),
+        (["export", "{run}/saved_model", "--out", "{tmp}/x", "--format", "keras"], "needs a run directory"),
+    ],
+)
+def test_bad_input_against_a_real_run(add_run, tmp_path, args, expected):
+    before = snapshot(add_run)
+    result = invoke(*[arg.format(run=add_run, tmp=tmp_path) for arg in args])
+    check_one_line_error(result, expected)
+    assert snapshot(add_run) == before
+    assert not (tmp_path / "x").exists()
+
+
+def test_real_process_prints_one_line_and_exits_2(workspace):
+    completed = subprocess.run(
+        [sys.executable, "-m", "nalu_cli", "train", "--config", str(workspace / "unknown_key.yaml")],
+        capture_output=True,
+        text=True,
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.strip() == "nalu: error: unknown config key 'training.lerning_rate'"
+
+
+def test_truncated_saved_model_is_one_line(add_run, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(add_run / "saved_model", broken)
+    pb = broken / "saved_model.pb"
+    pb.write_bytes(pb.read_bytes()[:100])
+    result = invoke("eval", broken)
+    check_one_line_error(result, "cannot load SavedModel")
