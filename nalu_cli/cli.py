@@ -208,8 +208,14 @@ def eval_command(
         )
     console = _console()
     console.print(table)
+    extrapolation = report["extrapolation"]
+    relation = "below" if report["success"] else "not below"
     verdict = "[bold green]SUCCESS[/]" if report["success"] else "[bold red]FAILURE[/]"
-    console.print(f"{verdict}: {report['criterion']}")
+    console.print(
+        f"{verdict}: extrapolation MSE {_fmt(extrapolation['mse'])} is {relation} the threshold "
+        f"{_fmt(extrapolation['threshold'])}, the MSE of a near-perfect solution "
+        f"(eps=1e-5; Madsen & Johansen 2020)"
+    )
 
 
 def _fmt_range(intervals) -> str:
