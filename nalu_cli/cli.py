@@ -248,7 +248,10 @@ def extrapolate(
         table.add_column(column)
     for row in report["ranges"]:
         table.add_row(
-            _fmt_range(row["range"]), _fmt(row["mse"]), _fmt(row["relative_error"]), _fmt(row["threshold"]),
+            _fmt_range(row["range"]),
+            "overflow" if row["overflow"] else _fmt(row["mse"]),
+            "overflow" if row["overflow"] else _fmt(row["relative_error"]),
+            _fmt(row["threshold"]),
             _fmt(row["success"]),
         )
     _console().print(table)

@@ -119,6 +119,7 @@ def extrapolate(path: Path, ranges: list[list[list[float]]] | None = None, sampl
                 "range": intervals,
                 "max_abs_input": max(abs(v) for interval in intervals for v in interval),
                 "mse": model_mse if math.isfinite(model_mse) else None,
+                "overflow": not math.isfinite(model_mse),
                 "relative_error": math.sqrt(model_mse / target_power) if math.isfinite(model_mse) else None,
                 "threshold": threshold,
                 "success": bool(model_mse < threshold),
