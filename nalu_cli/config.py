@@ -62,6 +62,11 @@ class TrainingConfig:
     eval_every: int = 1_000
     # Stop once the checkpoint selected on interpolation error meets the success criterion.
     early_stop: bool = True
+    # Sparsity regulariser lambda ramps from 0 at `start` to `scale` at `end` (steps);
+    # null keeps each unit's published schedule (none for nac and nalu).
+    regularizer_scale: float | None = None
+    regularizer_start: int | None = None
+    regularizer_end: int | None = None
 
 
 @dataclass

@@ -4,9 +4,39 @@ Importing this package registers every unit for `.keras` deserialisation.
 """
 
 from nalu_cli.units.base import ArithmeticUnit
+from nalu_cli.units.inalu import INALU
+from nalu_cli.units.linear import Linear
 from nalu_cli.units.nac import NAC
 from nalu_cli.units.nalu import NALU
+from nalu_cli.units.nau import NAU
+from nalu_cli.units.nmru import NMRU
+from nalu_cli.units.nmu import NMU
+from nalu_cli.units.realnpu import RealNPU
+from nalu_cli.units.relu import ReLUMLP
 
-UNIT_LAYERS: dict[str, type[ArithmeticUnit]] = {"nac": NAC, "nalu": NALU}
+# Keys match `nalu_cli.config.UNITS`, in the same order.
+UNIT_LAYERS: dict[str, type[ArithmeticUnit]] = {
+    "nac": NAC,
+    "nalu": NALU,
+    "nau": NAU,
+    "nmu": NMU,
+    "inalu": INALU,
+    "realnpu": RealNPU,
+    "nmru": NMRU,
+    "linear": Linear,
+    "relu": ReLUMLP,
+}
 
-__all__ = ["ArithmeticUnit", "NAC", "NALU", "UNIT_LAYERS"]
+__all__ = [
+    "ArithmeticUnit",
+    "INALU",
+    "Linear",
+    "NAC",
+    "NALU",
+    "NAU",
+    "NMRU",
+    "NMU",
+    "RealNPU",
+    "ReLUMLP",
+    "UNIT_LAYERS",
+]

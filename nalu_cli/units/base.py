@@ -1,14 +1,28 @@
-"""Common base of the arithmetic-unit layers: a Keras layer over a pure function."""
+"""Common base of the arithmetic-unit layers: a Keras layer over pure functions of its weights."""
 
 import keras
+from keras import ops
 
 
 class ArithmeticUnit(keras.layers.Layer):
-    """A layer whose forward pass is `self.forward(x, **params)`, a pure function of its weights.
+    """A layer whose maths are pure functions of its weights, so trainers can call them directly.
 
     Subclasses list their weights in `weight_names`, create them in `build`, and
-    implement `forward`. The trainer calls `forward` with its own parameter
-    tensors, so the layer's maths exists in one place.
+    implement `forward`. Every hook takes the weights as keyword tensors that may
+    carry leading replica axes (`[..., in, out]`) and must keep those axes:
+    the replica trainer runs R models at once through the same functions.
+
+    Hooks:
+        forward(x, **params): the output; x is `[..., batch, in]`.
+        discrete_weights(**params): effective weights a solved unit holds at
+            {-1, 0, 1} (gates at {0, 1}); drives sparsity error and snapping.
+        regularizer(**params): sparsity penalty per replica (shape = leading axes),
+            scaled by the trainer with `regularizer_schedule`.
+        clip(**params): parameters after each optimiser step (e.g. W in [-1, 1]).
+
+    Class attributes:
+        regularizer_schedule: published (scale, start_step, end_step): lambda ramps
+            linearly from 0 at start_step to scale at end_step.
 
     Args:
         units: Positive integer, size of the output.
@@ -17,6 +31,7 @@ class ArithmeticUnit(keras.layers.Layer):
     """
 
     weight_names: tuple[str, ...] = ()
+    regularizer_schedule: tuple[float, int, int] = (0.0, 0, 1)
 
     def __init__(self, units, **kwargs):
         super().__init__(**kwargs)
@@ -30,6 +45,28 @@ class ArithmeticUnit(keras.layers.Layer):
 
     def forward(self, x, **params):
         raise NotImplementedError
+
+    def discrete_weights(self, **params) -> list:
+        return []
+
+    def regularizer(self, **params):
+        """Madsen & Johansen's sparsity penalty mean(min(|W|, 1 - |W|)) over the discrete weights."""
+        total = 0.0
+        for weight in self.discrete_weights(**params):
+            magnitude = ops.abs(weight)
+            total = total + ops.mean(ops.minimum(magnitude, 1.0 - magnitude), axis=(-2, -1))
+        return total
+
+    def sparsity_error(self, **params):
+        """max over weights of min(|W|, |1 - |W||): 0 when every weight sits at -1, 0 or 1."""
+        errors = [
+            ops.max(ops.minimum(ops.abs(w), ops.abs(1.0 - ops.abs(w))), axis=(-2, -1))
+            for w in self.discrete_weights(**params)
+        ]
+        return ops.max(ops.stack(errors), axis=0) if errors else 0.0
+
+    def clip(self, **params) -> dict:
+        return params
 
     def call(self, inputs):
         return self.forward(inputs, **self.params())

@@ -5,6 +5,8 @@ their own parameters. Shapes: x [..., batch, in], weights [..., in, out], so a
 leading replica axis vectorises everything.
 """
 
+import math
+
 from keras import ops
 
 
@@ -29,3 +31,86 @@ def nalu(x, w_hat, m_hat, g, epsilon=1e-7):
     multiplicative = ops.exp(ops.matmul(ops.log(ops.abs(x) + epsilon), weight))
     gate = ops.sigmoid(ops.matmul(x, g))
     return gate * additive + (1.0 - gate) * multiplicative
+
+
+def linear(x, kernel):
+    """A dense layer without bias: y = x W."""
+    return ops.matmul(x, kernel)
+
+
+def nau(x, w):
+    """Neural addition unit (Madsen & Johansen 2020, eq. 1): y = x W, with W kept in [-1, 1] by clipping."""
+    return ops.matmul(x, w)
+
+
+def nmu(x, w):
+    """Neural multiplication unit (Madsen & Johansen 2020, eq. 2): y_j = prod_i (W_ij x_i + 1 - W_ij).
+
+    x [..., batch, in], W [..., in, out] -> [..., batch, out]. `(1 - W)` is added as one term so
+    that W = 1 gives exactly x_i and W = 0 exactly 1: a solved unit is exact in floating point.
+    """
+    x_in = ops.expand_dims(x, -1)  # [..., batch, in, 1]
+    w_in = ops.expand_dims(w, -3)  # [..., 1, in, out]
+    return ops.prod(x_in * w_in + (1.0 - w_in), axis=-2)
+
+
+def inalu(x, w_hat_add, m_hat_add, w_hat_mul, m_hat_mul, g, epsilon=1e-7, omega=20.0):
+    """Improved NALU (Schlör, Ring & Hotho 2020, arXiv 2003.07629), as in their `nalui2_layer`.
+
+    W_a = tanh(W_hat_a) * sigmoid(M_hat_a);  W_m = tanh(W_hat_m) * sigmoid(M_hat_m)   (separate paths)
+    a = x W_a
+    m = exp(min(log(max(|x|, eps)) W_m, omega))                      (clipped log and exponent)
+    s_j = clip(prod_i (sign(x_i) |W_m,ij| + 1 - |W_m,ij|), -1, 1)    (sign of the product)
+    gate = sigmoid(g), one value per output, independent of x
+    y = gate * a + (1 - gate) * m * s
+    """
+    w_add = nac_weight(w_hat_add, m_hat_add)
+    w_mul = nac_weight(w_hat_mul, m_hat_mul)
+    additive = ops.matmul(x, w_add)
+    log_x = ops.log(ops.maximum(ops.abs(x), epsilon))
+    magnitude = ops.exp(ops.minimum(ops.matmul(log_x, w_mul), omega))
+    sign = ops.clip(nmu(ops.sign(x), ops.abs(w_mul)), -1.0, 1.0)
+    gate = ops.expand_dims(ops.sigmoid(g), -2)  # [..., 1, out]: broadcast over the batch
+    return gate * additive + (1.0 - gate) * magnitude * sign
+
+
+def real_npu(x, w_real, g, epsilon=1.1920929e-07):
+    """Real neural power unit (Heim, van Gerven & Andersson 2020, arXiv 2006.01681, RealNPU).
+
+    g_hat = clip(g, 0, 1)                    relevance gate, one value per input
+    r = g_hat * (|x| + eps) + (1 - g_hat)     an irrelevant input (g_hat = 0) becomes 1
+    k = g_hat * pi * [x < 0]
+    y = exp(log(r) W_r) * cos(k W_r)
+    eps is float32 machine epsilon, as in the authors' Julia code (NeuralArithmetic.jl).
+    """
+    gate = ops.expand_dims(ops.clip(g, 0.0, 1.0), -2)  # [..., 1, in]: broadcast over the batch
+    r = gate * (ops.abs(x) + epsilon) + (1.0 - gate)
+    k = gate * math.pi * ops.cast(ops.less(x, 0.0), x.dtype)
+    return ops.exp(ops.matmul(ops.log(r), w_real)) * ops.cos(ops.matmul(k, w_real))
+
+
+def signed_reciprocal(x, epsilon):
+    """1 / (x + eps * sign(x)), with sign(0) taken as +1: the guard never flips the sign of x."""
+    return 1.0 / ops.where(ops.greater_equal(x, 0.0), x + epsilon, x - epsilon)
+
+
+def nmru(x, w, epsilon=1.1920929e-07, sign_retrieval=True):
+    """Neural multiplicative reciprocal unit (Mistry, Farrahi & Hare 2021, "A Primer for Neural
+    Arithmetic Logic Modules"; code: bmistry4/nalu-stable-exp).
+
+    z = [x, 1/x]  (concatenated on the input axis, so W is [..., 2 in, out])
+    without sign retrieval:  y_j = prod_i (W_ij z_i + 1 - W_ij)
+    with sign retrieval:     y_j = prod_i (W_ij |z_i| + 1 - W_ij) * cos(pi [z < 0] W)_j
+    The sign term is RealNPU's: each selected negative input adds pi to the cosine's argument.
+    """
+    z = ops.concatenate([x, signed_reciprocal(x, epsilon)], axis=-1)
+    if not sign_retrieval:
+        return nmu(z, w)
+    k = math.pi * ops.cast(ops.less(z, 0.0), z.dtype)
+    return nmu(ops.abs(z), w) * ops.cos(ops.matmul(k, w))
+
+
+def relu_mlp(x, hidden_kernel, hidden_bias, output_kernel, output_bias):
+    """A one-hidden-layer ReLU network: y = relu(x W1 + b1) W2 + b2 (biases [..., units])."""
+    hidden = ops.relu(ops.matmul(x, hidden_kernel) + ops.expand_dims(hidden_bias, -2))
+    return ops.matmul(hidden, output_kernel) + ops.expand_dims(output_bias, -2)

@@ -28,6 +28,9 @@ class NAC(ArithmeticUnit):
     def forward(self, x, w_hat, m_hat):
         return functional.nac(x, w_hat, m_hat)
 
+    def discrete_weights(self, w_hat, m_hat, **_):
+        return [functional.nac_weight(w_hat, m_hat)]
+
     def get_config(self):
         return {
             **super().get_config(),

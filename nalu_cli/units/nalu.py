@@ -36,6 +36,9 @@ class NALU(ArithmeticUnit):
     def forward(self, x, w_hat, m_hat, g):
         return functional.nalu(x, w_hat, m_hat, g, epsilon=self.epsilon)
 
+    def discrete_weights(self, w_hat, m_hat, **_):
+        return [functional.nac_weight(w_hat, m_hat)]
+
     def get_config(self):
         return {
             **super().get_config(),
