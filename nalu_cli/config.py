@@ -23,7 +23,7 @@ from nalu_cli.errors import NaluError
 OPS = ("add", "sub", "mul", "div", "square", "sqrt")
 # Units the model builder knows; kept here (not in nalu_cli.units) so that
 # validating a config never imports TensorFlow.
-UNITS = ("nac", "nalu")
+UNITS = ("nac", "nalu", "nau", "nmu", "inalu", "realnpu", "nmru", "linear", "relu")
 
 Interval = list  # [lo, hi]
 
