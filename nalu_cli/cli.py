@@ -108,19 +108,19 @@ def train(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory at --out.")] = False,
 ):
     """Train a model on the static arithmetic task; write a run directory with SavedModel checkpoints."""
-    from nalu_cli.config import load_yaml, resolve
+    from nalu_cli.config import load_yaml, parse_architecture, resolve
 
     settings = load_yaml(config_file) if config_file else {}
     config = resolve(
         settings,
         {
             "task": {"op": op.value if op else None},
-            "model": {"unit": unit.value if unit else None},
+            "model": parse_architecture(unit.value) if unit else {},
             "training": {"steps": steps, "learning_rate": lr, "batch_size": batch_size},
             "seed": seed,
         },
     )
-    out = out or Path("runs") / f"{config.task.op}-{config.model.unit}-seed{config.seed}"
+    out = out or Path("runs") / f"{config.task.op}-{config.model.name}-seed{config.seed}"
     from nalu_cli.rundir import check_output
 
     check_output(out, overwrite, kind="run")  # before any output, so a refusal is one line
@@ -130,7 +130,7 @@ def train(
     from nalu_cli.training import train as run_training
 
     console = _console(stderr=True)
-    console.print(f"training [bold]{config.model.unit}[/] on [bold]{config.task.op}[/] (seed {config.seed}) -> {out}")
+    console.print(f"training [bold]{config.model.name}[/] on [bold]{config.task.op}[/] (seed {config.seed}) -> {out}")
     columns = (
         TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
         BarColumn(bar_width=12),
@@ -274,6 +274,100 @@ def export(
     result = run_export(path, out, formats or ["savedmodel"], overwrite=overwrite)
     for kind, file in result["files"].items():
         print(f"{kind:>10}: {file}")
+
+
+class Protocol(str, Enum):
+    mj = "mj"
+    trask = "trask"
+
+
+class Backend(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+@app.command()
+def benchmark(
+    ops: Annotated[str, typer.Option(help="Comma-separated ops.")] = ",".join(OPS),
+    units: Annotated[
+        str, typer.Option(help="Comma-separated units or FIRST-SECOND architectures; 'default' is nalu train's model.")
+    ] = "default",
+    seeds: Annotated[str, typer.Option(help="N (seeds 0..N-1), LO:HI, or a comma list.")] = "10",
+    steps: Annotated[Optional[int], typer.Option(help="Maximum training steps per seed.")] = None,
+    config_file: Annotated[Optional[Path], typer.Option("--config", help="YAML with any training setting.")] = None,
+    out: Annotated[Path, typer.Option(help="Results directory; rerunning resumes it.")] = Path("runs/benchmark"),
+    replicas: Annotated[int, typer.Option(help="Seeds trained together in one graph.")] = 8,
+    protocol: Annotated[Protocol, typer.Option(help="mj: success rates; trask: Table 1 normalised errors.")] = Protocol.mj,
+    backend: Annotated[Backend, typer.Option(help="local worker processes, or Ray.")] = Backend.local,
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster: auto or HOST:PORT (default: start one here).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Parallel workers.", show_default="CPU count")] = None,
+    as_markdown: Annotated[bool, typer.Option("--markdown", help="Print the final table as Markdown.")] = False,
+):
+    """Success rates over seeds for a grid of ops x units (Madsen & Johansen criterion, Wilson 95% CI)."""
+    import time
+
+    from nalu_cli.benchmark import parse_seeds, run_benchmark
+    from nalu_cli.config import OPS as KNOWN_OPS
+    from nalu_cli.config import load_yaml
+
+    op_list = _split(ops)
+    for op in op_list:
+        if op not in KNOWN_OPS:
+            raise NaluError(f"unknown op '{op}' in --ops (choose from {', '.join(KNOWN_OPS)})")
+    unit_list = _split(units)
+    if not op_list or not unit_list:
+        raise NaluError("--ops and --units must each name at least one entry")
+    seed_list = parse_seeds(seeds)
+    settings = load_yaml(config_file) if config_file else {}
+    if workers is not None and workers < 1:
+        raise NaluError(f"--workers must be at least 1, got {workers}")
+    from rich.live import Live
+
+    records: list[dict] = []
+    total = len(op_list) * len(unit_list) * len(seed_list)
+    started = time.perf_counter()
+    console = _console()
+
+    def render():
+        return _benchmark_table(records, protocol.value, f"{len(records)}/{total} seeds, {time.perf_counter() - started:.0f} s")
+
+    with Live(render(), console=console, refresh_per_second=2, transient=as_markdown) as live:
+
+        def on_results(fresh):
+            records.extend(fresh)
+            live.update(render())
+
+        final = run_benchmark(
+            op_list, unit_list, seed_list, out, base_settings=settings, steps=steps, replicas=replicas,
+            protocol=protocol.value, backend=backend.value, workers=workers, ray_address=ray_address,
+            on_results=on_results,
+        )
+        records[:] = final
+        live.update(render())
+    if as_markdown:
+        from nalu_cli.benchmark import markdown, mj_table, summarize, trask_table
+
+        table = trask_table if protocol is Protocol.trask else mj_table
+        print(markdown(*table(summarize(records))))
+    console.print(f"results: {out}/results.jsonl ({len(records)} seeds, {time.perf_counter() - started:.0f} s)")
+
+
+def _benchmark_table(records, protocol: str, caption: str):
+    from rich.table import Table
+
+    from nalu_cli.benchmark import mj_table, summarize, trask_table
+
+    header, body = (trask_table if protocol == "trask" else mj_table)(summarize(records))
+    table = Table(caption=caption)
+    for column in header:
+        table.add_column(column)
+    for row in body:
+        table.add_row(*row)
+    return table
 
 
 def main():

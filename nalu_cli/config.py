@@ -47,10 +47,21 @@ class TaskConfig:
 
 @dataclass
 class ModelConfig:
-    """Two layers of `unit`: input_size -> hidden_size -> 1."""
+    """Two layers, input_size -> hidden_size -> 1: `layers` names each, or `unit` both."""
 
     unit: str = "nalu"
+    layers: list | None = None  # e.g. [nau, nmu]; null means [unit, unit]
     hidden_size: int = 2
+
+    @property
+    def layer_units(self) -> list[str]:
+        return list(self.layers) if self.layers else [self.unit, self.unit]
+
+    @property
+    def name(self) -> str:
+        """The architecture's name: the unit, or the layers joined by '-' (nau-nmu)."""
+        first, second = self.layer_units
+        return first if first == second else f"{first}-{second}"
 
 
 @dataclass
@@ -171,8 +182,11 @@ def validate(config: Config) -> Config:
     task, model, training = config.task, config.model, config.training
     if task.op not in OPS:
         raise NaluError(f"unknown op '{task.op}' (choose from {', '.join(OPS)})")
-    if model.unit not in UNITS:
-        raise NaluError(f"unknown unit '{model.unit}' (choose from {', '.join(UNITS)})")
+    if model.layers is not None and (len(model.layers) != 2 or not all(isinstance(u, str) for u in model.layers)):
+        raise NaluError(f"config key 'model.layers' must name two units, got {model.layers!r}")
+    for unit in [model.unit, *(model.layers or [])]:
+        if unit not in UNITS:
+            raise NaluError(f"unknown unit '{unit}' (choose from {', '.join(UNITS)})")
     positive = {
         "task.input_size": task.input_size,
         "task.validation_size": task.validation_size,
@@ -269,6 +283,16 @@ def resolve(file_settings: dict | None = None, overrides: dict | None = None) ->
     if overrides:
         _merge(config, _drop_none(overrides))
     return validate(config)
+
+
+def parse_architecture(name: str) -> dict:
+    """'nau' -> both layers nau; 'nau-nmu' -> layers [nau, nmu] (as model config settings)."""
+    parts = name.split("-")
+    if len(parts) == 1:
+        return {"unit": parts[0], "layers": [parts[0], parts[0]]}
+    if len(parts) == 2:
+        return {"unit": parts[0], "layers": parts}
+    raise NaluError(f"unit '{name}' must be UNIT or FIRST-SECOND (e.g. nau-nmu)")
 
 
 def _drop_none(tree: dict) -> dict:

@@ -30,11 +30,10 @@ def mse(prediction: np.ndarray, target: np.ndarray) -> float:
         return float(np.mean(error * error))
 
 
-def random_baseline_mse(meta: dict, spec: tasks.TaskSpec, datasets: dict) -> dict:
+def random_baseline_mse(model_config, spec: tasks.TaskSpec, datasets: dict) -> dict:
     """Median MSE of BASELINE_MODELS freshly initialised models of the run's architecture, per dataset."""
     from nalu_cli.model import build_model
 
-    model_config = from_dict({"model": meta["model"]}).model
     seeds = tasks.fork(spec.seed, tasks.BASELINE_STREAM).integers(2**31, size=BASELINE_MODELS)
     errors = {name: [] for name in datasets}
     for seed in seeds:
@@ -58,7 +57,7 @@ def evaluate(path: Path) -> dict:
     spec = tasks.TaskSpec.from_dict(source.meta["task"])
     predict = SavedModelPredictor(source.saved_model)
     datasets = {"interpolation": tasks.validation_set(spec), "extrapolation": tasks.test_set(spec)}
-    baseline = random_baseline_mse(source.meta, spec, datasets)
+    baseline = random_baseline_mse(from_dict({"model": source.meta["model"]}).model, spec, datasets)
     thresholds = {
         "interpolation": tasks.success_threshold(spec, spec.interpolation_range),
         "extrapolation": tasks.success_threshold(spec),

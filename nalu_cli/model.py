@@ -11,14 +11,14 @@ from nalu_cli.units import UNIT_LAYERS, ArithmeticUnit
 def build_model(model_config: ModelConfig, input_size: int, seed: int) -> keras.Model:
     """A freshly initialised model; the same seed gives the same initial weights."""
     keras.utils.set_random_seed(seed)
-    layer = UNIT_LAYERS[model_config.unit]
+    first, second = (UNIT_LAYERS[unit] for unit in model_config.layer_units)
     return keras.Sequential(
         [
             keras.Input((input_size,), name="x"),
-            layer(model_config.hidden_size, name="layer_1"),
-            layer(1, name="layer_2"),
+            first(model_config.hidden_size, name="layer_1"),
+            second(1, name="layer_2"),
         ],
-        name=f"{model_config.unit}_model",
+        name=f"{model_config.name.replace('-', '_')}_model",
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -67,7 +67,7 @@ class ReplicaResult:
     solved_at_step: int | None = None
     solved_at_seconds: float | None = None
     diverged_at_step: int | None = None
-    history: list = field(default_factory=list)
+    stopped_at_step: int | None = None
 
 
 def regularizer_lambda(schedule: tuple[float, int, int], step):
@@ -241,9 +241,10 @@ class ReplicaTrainer:
     def replica_params(self, index: int) -> list[dict]:
         return [{name: value.numpy()[index] for name, value in layer.items()} for layer in self.params]
 
-    def sparsity_errors(self) -> np.ndarray:
-        errors = [np.asarray(layer.sparsity_error(**p)) for layer, p in zip(self.layers, self.params)]
-        return np.max(np.broadcast_arrays(*errors, np.zeros(len(self.replicas))), axis=0)
+    def sparsity_error(self, params: list[dict]) -> float:
+        """max over weights of min(|W|, |1 - |W||) for one replica's parameters (0 if the units have none)."""
+        errors = [float(np.asarray(layer.sparsity_error(**p))) for layer, p in zip(self.layers, params)]
+        return max(errors, default=0.0)
 
     def fit(
         self,
@@ -269,7 +270,7 @@ class ReplicaTrainer:
                     "interpolation_mse": float(errors["interpolation"][r]),
                     "extrapolation_mse": float(errors["extrapolation"][r]),
                 }
-                if not self.active[r] and result.diverged_at_step is None and self.diverged[r]:
+                if self.diverged[r]:
                     result.diverged_at_step = self.step
                 if result.solved_at_step is None and entry["extrapolation_mse"] < self.thresholds[r]:
                     result.solved_at_step = self.step
@@ -283,10 +284,15 @@ class ReplicaTrainer:
                 entry["selected_step"] = result.selected_step
                 if early_stop and result.extrapolation_mse < self.thresholds[r]:
                     self.active[r] = False
+                if not self.active[r] and result.stopped_at_step is None:
+                    result.stopped_at_step = self.step
                 entries.append(entry)
             if on_eval:
                 on_eval(self.step, entries, results)
             if self.step >= steps or not self.active.any():
+                for result in results:
+                    if result.stopped_at_step is None:
+                        result.stopped_at_step = self.step
                 return results
             self.diverged = np.zeros(len(self.replicas), dtype=bool)
             losses = self.train(min(eval_every, steps - self.step))
@@ -383,7 +389,7 @@ def _train(config: Config, out: Path, on_progress) -> dict:
     summary = {
         "task": replica.spec.to_dict(),
         "formula": replica.spec.formula(),
-        "unit": config.model.unit,
+        "unit": config.model.name,
         "seed": config.seed,
         "steps_trained": trainer.step,
         "stop_reason": stop_reason,

@@ -1,0 +1,125 @@
+"""nalu benchmark: Wilson intervals, resume after interruption, backends agree, table layouts."""
+
+import json
+
+import pytest
+
+from nalu_cli.benchmark import markdown, parse_seeds, run_benchmark, summarize, trask_table, wilson_interval
+from nalu_cli.errors import NaluError
+from tests.conftest import invoke
+
+# A small task so a grid trains in seconds; sub with NAC solves within 2,000 steps on some seeds.
+SMALL = {"task": {"input_size": 20}, "training": {"steps": 2000, "eval_every": 500, "learning_rate": 0.1}}
+
+
+def comparable(records):
+    """Everything but wall-clock seconds, which no two runs share."""
+    return sorted(
+        ({k: v for k, v in r.items() if k != "solved_at_seconds"} for r in records), key=lambda r: (r["unit"], r["seed"])
+    )
+
+
+@pytest.mark.parametrize(
+    "successes, trials, low, high",
+    [(0, 4, 0.0, 0.4899), (4, 4, 0.5101, 1.0), (5, 10, 0.2366, 0.7634), (98, 100, 0.9300, 0.9945), (0, 10, 0.0, 0.2775)],
+)
+def test_wilson_interval_matches_known_values(successes, trials, low, high):
+    lo, hi = wilson_interval(successes, trials)
+    assert lo == pytest.approx(low, abs=1e-4) and hi == pytest.approx(high, abs=1e-4)
+
+
+def test_seed_specs():
+    assert parse_seeds("4") == [0, 1, 2, 3]
+    assert parse_seeds("10:13") == [10, 11, 12]
+    assert parse_seeds("3,5") == [3, 5]
+    with pytest.raises(NaluError):
+        parse_seeds("x")
+
+
+def test_interrupted_benchmark_resumes_only_missing_seeds_with_identical_results(tmp_path):
+    grid = dict(ops=["sub"], units=["nac"], seeds=[0, 1, 2, 3], base_settings=SMALL, replicas=2, workers=1)
+    seen = []
+
+    def interrupt_after_first_group(records):
+        seen.extend(records)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(out=tmp_path / "resumed", on_results=interrupt_after_first_group, **grid)
+    lines = (tmp_path / "resumed" / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and {json.loads(line)["seed"] for line in lines} == {r["seed"] for r in seen}
+
+    trained = []
+    resumed = run_benchmark(out=tmp_path / "resumed", on_results=trained.append, **grid)
+    fresh_seeds = {r["seed"] for batch in trained[1:] for r in batch}  # batch 0 replays the finished seeds
+    assert fresh_seeds == {0, 1, 2, 3} - {r["seed"] for r in seen}
+    assert len((tmp_path / "resumed" / "results.jsonl").read_text().splitlines()) == 4
+
+    uninterrupted = run_benchmark(out=tmp_path / "whole", **grid)
+    assert comparable(resumed) == comparable(uninterrupted)
+
+
+def test_results_of_other_settings_are_not_mixed(tmp_path):
+    run_benchmark(ops=["sub"], units=["nac"], seeds=[0], out=tmp_path, base_settings=SMALL, workers=1)
+    with pytest.raises(NaluError, match="other settings"):
+        run_benchmark(ops=["sub"], units=["nac"], seeds=[0], out=tmp_path, base_settings=SMALL, steps=1000, workers=1)
+
+
+def test_ray_backend_matches_local_backend(tmp_path):
+    ray = pytest.importorskip("ray")
+    grid = dict(ops=["sub"], units=["nac", "nau"], seeds=[0, 1, 2], base_settings=SMALL, replicas=2)
+    local = run_benchmark(out=tmp_path / "local", backend="local", workers=2, **grid)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        remote = run_benchmark(out=tmp_path / "ray", backend="ray", **grid)
+    finally:
+        ray.shutdown()
+    assert len(local) == 6
+    assert comparable(remote) == comparable(local)
+
+
+def test_trask_layout_has_normalized_errors_per_op_and_unit():
+    records = [
+        {"op": op, "unit": unit, "seed": 0, "success": False, "solved_at_step": None, "solved_at_seconds": None,
+         "sparsity_error": 0.1, "extrapolation_mse": 1.0, "normalized_interpolation": ni, "normalized_extrapolation": ne}
+        for op, unit, ni, ne in [("add", "nac", 0.0, 0.1), ("add", "nalu", 0.5, 20.0), ("mul", "nac", 40.0, 33.3),
+                                 ("mul", "nalu", 1.0, 99.0)]
+    ]
+    header, body = trask_table(summarize(records))
+    assert header == ["split", "op", "nac", "nalu"]
+    assert body == [
+        ["interpolation", "a+b", "0.0", "0.5"],
+        ["interpolation", "a*b", "40.0", "1.0"],
+        ["extrapolation", "a+b", "0.1", "20.0"],
+        ["extrapolation", "a*b", "33.3", "99.0"],
+    ]
+    assert markdown(header, body).splitlines()[1] == "|---|---|---|---|"
+
+
+def test_cli_benchmark_prints_markdown_and_reports_trask_errors(tmp_path):
+    config = tmp_path / "small.yaml"
+    config.write_text(json.dumps(SMALL))
+    result = invoke(
+        "benchmark", "--ops", "sub", "--units", "nac", "--seeds", "2", "--config", config, "--out", tmp_path / "b",
+        "--protocol", "trask", "--markdown", "--workers", "1",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "| split | op | nac |" in result.stdout
+    assert "| extrapolation | a-b |" in result.stdout
+    records = [json.loads(line) for line in (tmp_path / "b" / "results.jsonl").read_text().splitlines()]
+    assert all(r["normalized_extrapolation"] is not None and r["normalized_extrapolation"] >= 0 for r in records)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ops", "pow"], "unknown op 'pow' in --ops"),
+        (["--units", "abc"], "unknown unit 'abc'"),
+        (["--seeds", "x"], "--seeds must be"),
+        (["--backend", "spark"], "Invalid value for '--backend'"),
+    ],
+)
+def test_cli_benchmark_bad_input(tmp_path, args, message):
+    result = invoke("benchmark", "--out", tmp_path / "b", *args)
+    assert result.exit_code == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
