@@ -261,15 +261,18 @@ def _run_local(work: list[dict], collect, workers: int, _address) -> None:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     # spawn, not fork: TensorFlow's runtime does not survive a fork.
-    with ProcessPoolExecutor(max_workers=min(workers, len(work)), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_group, item) for item in work]
-        try:
-            for future in as_completed(futures):
-                collect(future.result())
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(work)), mp_context=multiprocessing.get_context("spawn"))
+    futures = [pool.submit(run_group, item) for item in work]
+    try:
+        for future in as_completed(futures):
+            collect(future.result())
+    except BaseException:
+        # Interrupted: stop the workers now rather than let them finish groups nobody will record.
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _run_ray(work: list[dict], collect, workers: int, address: str | None) -> None:

@@ -7,9 +7,11 @@ and exit code 2 (set NALU_DEBUG=1 for the traceback).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -335,17 +337,23 @@ def benchmark(
     def render():
         return _benchmark_table(records, protocol.value, f"{len(records)}/{total} seeds, {time.perf_counter() - started:.0f} s")
 
-    with Live(render(), console=console, refresh_per_second=2, transient=as_markdown) as live:
+    with Live(render(), console=console, refresh_per_second=2, transient=as_markdown) as live, _sigterm_interrupts():
 
         def on_results(fresh):
             records.extend(fresh)
             live.update(render())
 
-        final = run_benchmark(
-            op_list, unit_list, seed_list, out, base_settings=settings, steps=steps, replicas=replicas,
-            protocol=protocol.value, backend=backend.value, workers=workers, ray_address=ray_address,
-            on_results=on_results,
-        )
+        try:
+            final = run_benchmark(
+                op_list, unit_list, seed_list, out, base_settings=settings, steps=steps, replicas=replicas,
+                protocol=protocol.value, backend=backend.value, workers=workers, ray_address=ray_address,
+                on_results=on_results,
+            )
+        except KeyboardInterrupt:
+            live.stop()
+            print(f"interrupted: {len(records)} finished seeds are in {out}; rerun the same command to resume",
+                  file=sys.stderr)
+            raise typer.Exit(130) from None
         records[:] = final
         live.update(render())
     if as_markdown:
@@ -354,6 +362,20 @@ def benchmark(
         table = trask_table if protocol is Protocol.trask else mj_table
         print(markdown(*table(summarize(records))))
     console.print(f"results: {out}/results.jsonl ({len(records)} seeds, {time.perf_counter() - started:.0f} s)")
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (kill, a scheduler's stop) ends the command like Ctrl-C does: cleanly, saying how to resume."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _benchmark_table(records, protocol: str, caption: str):
