@@ -7,6 +7,7 @@ Layout of a run directory:
     saved_model/     the same checkpoint as a TensorFlow SavedModel (serving_default: x -> y)
     summary.json     final figures: selected step, errors, success, speed
     tensorboard/     TensorBoard scalars
+    checkpoint/      the full training state after the last evaluation (for --resume)
 A SavedModel written by nalu carries `assets.extra/nalu.json` (task spec and model
 config), so eval and extrapolate need nothing else. No TensorFlow import here.
 """
@@ -28,6 +29,8 @@ KERAS_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
 SUMMARY_FILE = "summary.json"
 TENSORBOARD_DIR = "tensorboard"
+CHECKPOINT_DIR = "checkpoint"
+LOCK_FILE = ".lock"
 META_FILE = Path("assets.extra") / "nalu.json"
 SAVED_MODEL_PB = "saved_model.pb"
 INPUT_NAME = "x"
@@ -93,6 +96,24 @@ def check_output(path: Path, overwrite: bool, kind: str) -> None:
     ours = is_run_dir(path) if kind == "run" else is_saved_model(path)
     if not ours and any(path.iterdir()):
         raise NaluError(f"{path} is not a nalu {kind} directory; refusing to overwrite it")
+    if kind == "run" and is_locked(path):
+        raise NaluError(f"{path} is being written by another nalu process")
+
+
+def is_locked(path: Path) -> bool:
+    """Whether a nalu process holds the run directory's lock right now."""
+    import fcntl
+
+    lock = Path(path) / LOCK_FILE
+    if not lock.exists():
+        return False
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
 
 
 def prepare_output(path: Path, overwrite: bool, kind: str) -> Path | None:

@@ -11,6 +11,8 @@ model is R = 1, so there is one training path.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import time
@@ -21,10 +23,13 @@ from typing import Callable
 import numpy as np
 
 from nalu_cli import tasks
-from nalu_cli.config import Config, ModelConfig, TrainingConfig, dump_yaml
+from nalu_cli.config import Config, ModelConfig, TrainingConfig, dump_yaml, load_yaml, resolve
+from nalu_cli.errors import NaluError
 from nalu_cli.export import make_meta, write_saved_model
 from nalu_cli.rundir import (
+    CHECKPOINT_DIR,
     CONFIG_FILE,
+    LOCK_FILE,
     KERAS_FILE,
     METRICS_FILE,
     SAVED_MODEL_DIR,
@@ -33,11 +38,15 @@ from nalu_cli.rundir import (
     atomic_path,
     atomic_write_text,
     discard_backup,
+    is_run_dir,
     prepare_output,
     restore_backup,
 )
 
 ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7
+# A replica whose step goes non-finite is restored with half the learning rate; after this
+# many such events it is frozen at its last good state and reported as diverged.
+MAX_DIVERGENCE_EVENTS = 5
 
 
 @dataclass(frozen=True)
@@ -115,7 +124,9 @@ class ReplicaTrainer:
         self.m = tf.nest.map_structure(tf.zeros_like, self.params)
         self.v = tf.nest.map_structure(tf.zeros_like, self.params)
         self.active = np.ones(len(replicas), dtype=bool)
-        self.diverged = np.zeros(len(replicas), dtype=bool)
+        self.lr_scale = np.ones(len(replicas), dtype=np.float32)
+        self.divergence_events = np.zeros(len(replicas), dtype=np.int64)
+        self.results: list[ReplicaResult] | None = None
         self.step = 0
         self.thresholds = np.array([tasks.success_threshold(r.spec) for r in replicas])
         self._chunk = self._make_chunk()
@@ -156,7 +167,9 @@ class ReplicaTrainer:
             return per_replica, per_replica + penalty
 
         @tf.function(reduce_retracing=True, autograph=False)  # plain graph code: no Python control flow to convert
-        def chunk(start, n, params, m, v, active):
+        def chunk(start, n, params, m, v, active, lr_scale):
+            replica_lr = lr * (lr_scale[0] if single else lr_scale)  # one learning rate per replica
+
             def body(i, params, m, v, loss_sum):
                 step = start + i
                 x, y = batches(step)
@@ -166,11 +179,11 @@ class ReplicaTrainer:
                     total = tf.reduce_sum(loss)  # replicas are independent: d total / d params_r = d loss_r
                 grads = tape.gradient(total, params)
                 t = tf.cast(step + 1, tf.float32)
-                step_size = lr * tf.sqrt(1.0 - ADAM_BETA_2**t) / (1.0 - ADAM_BETA_1**t)
+                step_size = replica_lr * tf.sqrt(1.0 - ADAM_BETA_2**t) / (1.0 - ADAM_BETA_1**t)
                 m = tf.nest.map_structure(lambda m_, g: ADAM_BETA_1 * m_ + (1 - ADAM_BETA_1) * g, m, grads)
                 v = tf.nest.map_structure(lambda v_, g: ADAM_BETA_2 * v_ + (1 - ADAM_BETA_2) * g * g, v, grads)
                 updated = tf.nest.map_structure(
-                    lambda p, m_, v_: p - step_size * m_ / (tf.sqrt(v_) + ADAM_EPSILON), params, m, v
+                    lambda p, m_, v_: p - _per_replica(step_size, p) * m_ / (tf.sqrt(v_) + ADAM_EPSILON), params, m, v
                 )
                 params = [layer.clip(**p) for layer, p in zip(self.layers, updated)]
                 return i + 1, params, m, v, loss_sum + mse
@@ -215,25 +228,36 @@ class ReplicaTrainer:
 
     # -- the Python-side API ------------------------------------------------------------------
     def train(self, n: int) -> np.ndarray:
-        """n steps for every active replica; a replica whose step goes non-finite is restored and frozen."""
+        """n steps for every active replica; returns each replica's mean loss over them.
+
+        A replica whose loss or weights go non-finite never keeps that state: it is restored to
+        where the chunk began, its learning rate is halved, and it continues from the next chunk.
+        After MAX_DIVERGENCE_EVENTS such events it is frozen at its last good state.
+        """
         import tensorflow as tf
 
         before = (self.params, self.m, self.v)
         params, m, v, loss = self._chunk(
             tf.constant(self.step, tf.int64), tf.constant(n, tf.int64), self.params, self.m, self.v,
-            tf.constant(self.active),
+            tf.constant(self.active), tf.constant(self.lr_scale),
         )
         loss = loss.numpy()
         finite = np.isfinite(loss) & _finite_per_replica(params)
-        self.diverged = self.active & ~finite
+        diverged = self.active & ~finite
         keep = tf.constant(finite)
         self.params, self.m, self.v = (
             tf.nest.map_structure(lambda new, old: _where(keep, new, old), after, old_state)
             for after, old_state in zip((params, m, v), before)
         )
-        self.active &= finite
+        self.divergence_events += diverged
+        self.lr_scale[diverged] *= 0.5
+        gave_up = diverged & (self.divergence_events >= MAX_DIVERGENCE_EVENTS)
+        self.active &= ~gave_up
         self.step += n
-        return loss
+        if self.results is not None:
+            for r in np.flatnonzero(gave_up):
+                self.results[r].diverged_at_step = self.step
+        return np.where(finite, loss, np.nan)
 
     def evaluate(self) -> dict[str, np.ndarray]:
         return {name: values.numpy().astype(np.float64) for name, values in self._evaluate(self.params).items()}
@@ -246,56 +270,123 @@ class ReplicaTrainer:
         errors = [float(np.asarray(layer.sparsity_error(**p))) for layer, p in zip(self.layers, params)]
         return max(errors, default=0.0)
 
+    def _record(self, losses: np.ndarray, early_stop: bool, started: float) -> list[dict]:
+        """Evaluate every replica; update its selected checkpoint (interpolation MSE only) and solved-at step."""
+        errors = self.evaluate()
+        entries = []
+        for r, result in enumerate(self.results):
+            entry = {
+                "step": self.step,
+                "loss": float(losses[r]) if np.isfinite(losses[r]) else None,
+                "interpolation_mse": float(errors["interpolation"][r]),
+                "extrapolation_mse": float(errors["extrapolation"][r]),
+                "divergence_events": int(self.divergence_events[r]),
+            }
+            if result.solved_at_step is None and entry["extrapolation_mse"] < self.thresholds[r]:
+                result.solved_at_step = self.step
+                result.solved_at_seconds = time.perf_counter() - started
+            interpolation = entry["interpolation_mse"]
+            if math.isfinite(interpolation) and interpolation < result.interpolation_mse:
+                result.selected_step = self.step
+                result.selected_params = self.replica_params(r)
+                result.interpolation_mse = interpolation
+                result.extrapolation_mse = entry["extrapolation_mse"]
+            entry["selected_step"] = result.selected_step
+            if early_stop and result.extrapolation_mse < self.thresholds[r]:
+                self.active[r] = False
+            if not self.active[r] and result.stopped_at_step is None:
+                result.stopped_at_step = self.step
+            entries.append(entry)
+        return entries
+
     def fit(
         self,
         steps: int,
         eval_every: int,
         early_stop: bool,
         on_eval: Callable[[int, list[dict], list[ReplicaResult]], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> list[ReplicaResult]:
         """Train up to `steps`, evaluating every `eval_every`; per replica keep the lowest-interpolation checkpoint.
 
         With early_stop, a replica stops once its selected checkpoint meets the success criterion.
+        `should_stop` is asked between chunks (an interrupt); `self.interrupted` says if it ended the fit.
+        Calling fit again, or after `load_state`, continues where the last call ended.
         """
         started = time.perf_counter()
-        results = [ReplicaResult() for _ in self.replicas]
-        losses = np.full(len(self.replicas), np.nan)
-        while True:
-            errors = self.evaluate()
-            entries = []
-            for r, result in enumerate(results):
-                entry = {
-                    "step": self.step,
-                    "loss": float(losses[r]) if np.isfinite(losses[r]) else None,
-                    "interpolation_mse": float(errors["interpolation"][r]),
-                    "extrapolation_mse": float(errors["extrapolation"][r]),
-                }
-                if self.diverged[r]:
-                    result.diverged_at_step = self.step
-                if result.solved_at_step is None and entry["extrapolation_mse"] < self.thresholds[r]:
-                    result.solved_at_step = self.step
-                    result.solved_at_seconds = time.perf_counter() - started
-                interpolation = entry["interpolation_mse"]
-                if math.isfinite(interpolation) and interpolation < result.interpolation_mse:
-                    result.selected_step = self.step
-                    result.selected_params = self.replica_params(r)
-                    result.interpolation_mse = interpolation
-                    result.extrapolation_mse = entry["extrapolation_mse"]
-                entry["selected_step"] = result.selected_step
-                if early_stop and result.extrapolation_mse < self.thresholds[r]:
-                    self.active[r] = False
-                if not self.active[r] and result.stopped_at_step is None:
-                    result.stopped_at_step = self.step
-                entries.append(entry)
+        self.interrupted = False
+        if self.results is None:
+            self.results = [ReplicaResult() for _ in self.replicas]
+            entries = self._record(np.full(len(self.replicas), np.nan), early_stop, started)
             if on_eval:
-                on_eval(self.step, entries, results)
-            if self.step >= steps or not self.active.any():
-                for result in results:
-                    if result.stopped_at_step is None:
-                        result.stopped_at_step = self.step
-                return results
-            self.diverged = np.zeros(len(self.replicas), dtype=bool)
+                on_eval(self.step, entries, self.results)
+        while self.step < steps and self.active.any():
+            if should_stop and should_stop():
+                self.interrupted = True
+                return self.results
             losses = self.train(min(eval_every, steps - self.step))
+            entries = self._record(losses, early_stop, started)
+            if on_eval:
+                on_eval(self.step, entries, self.results)
+        for result in self.results:
+            if result.stopped_at_step is None:
+                result.stopped_at_step = self.step
+        return self.results
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Everything needed to continue exactly: arrays (weights, Adam moments, selections) and scalars."""
+        arrays = {}
+        for kind, tree in (("params", self.params), ("m", self.m), ("v", self.v)):
+            for index, layer in enumerate(tree):
+                for name, value in layer.items():
+                    arrays[f"{kind}/{index}/{name}"] = value.numpy()
+        for r, result in enumerate(self.results or []):
+            for index, layer in enumerate(result.selected_params or []):
+                for name, value in layer.items():
+                    arrays[f"selected/{r}/{index}/{name}"] = value
+        arrays["active"] = self.active.copy()
+        arrays["lr_scale"] = self.lr_scale.copy()
+        arrays["divergence_events"] = self.divergence_events.copy()
+        scalars = {
+            "step": self.step,
+            "results": [
+                {k: v for k, v in vars(result).items() if k != "selected_params"} for result in (self.results or [])
+            ],
+        }
+        return arrays, scalars
+
+    def load_state(self, arrays: dict[str, np.ndarray], scalars: dict) -> None:
+        import tensorflow as tf
+
+        for kind in ("params", "m", "v"):
+            tree = [
+                {name: tf.constant(arrays[f"{kind}/{index}/{name}"]) for name in layer}
+                for index, layer in enumerate(getattr(self, kind))
+            ]
+            setattr(self, kind, tree)
+        self.active = arrays["active"].astype(bool)
+        self.lr_scale = arrays["lr_scale"].astype(np.float32)
+        self.divergence_events = arrays["divergence_events"].astype(np.int64)
+        self.step = int(scalars["step"])
+        self.results = []
+        for r, fields in enumerate(scalars["results"]):
+            result = ReplicaResult(**{k: (math.inf if v is None and k.endswith("_mse") else v) for k, v in fields.items()})
+            prefix = f"selected/{r}/"
+            if any(key.startswith(prefix) for key in arrays):
+                result.selected_params = [
+                    {name: arrays[f"{prefix}{index}/{name}"] for name in layer} for index, layer in enumerate(self.params)
+                ]
+            self.results.append(result)
+
+
+def _per_replica(values, like):
+    """A [R] vector shaped to broadcast over a [R, ...] tensor (scalars pass through)."""
+    import tensorflow as tf
+
+    if values.shape.rank == 0:
+        return values
+    return tf.reshape(values, [-1] + [1] * (like.shape.rank - 1))
 
 
 def _where(mask, new, old):
@@ -320,12 +411,26 @@ def train(
     out: Path,
     overwrite: bool = False,
     on_progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict:
-    """Train one model as `config` says, writing the run directory `out`; returns the summary."""
+    """Train one model as `config` says, writing the run directory `out`; returns the summary.
+
+    `should_stop` is asked between chunks: when it says yes, the run is checkpointed,
+    its selected model saved, and the summary says stop_reason "interrupted"
+    (continue it with `resume`). A failure before the run exists leaves any old
+    run directory (moved aside for --overwrite) back in place.
+    """
     out = Path(out)
     backup = prepare_output(out, overwrite, kind="run")
     try:
-        summary = _train(config, out, on_progress)
+        out.mkdir(parents=True)
+    except FileExistsError:  # another process created it since the check
+        restore_backup(out, backup)
+        raise NaluError(f"{out} already exists; pass --overwrite to replace it") from None
+    try:
+        with run_lock(out):
+            atomic_write_text(out / CONFIG_FILE, dump_yaml(config))
+            summary = _run(config, out, on_progress, should_stop)
     except BaseException:
         restore_backup(out, backup)
         raise
@@ -333,32 +438,62 @@ def train(
     return summary
 
 
-def _train(config: Config, out: Path, on_progress) -> dict:
+def resume(
+    out: Path,
+    steps: int | None = None,
+    on_progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict:
+    """Continue an interrupted run from its last checkpoint; ends where an uninterrupted run would."""
+    out = Path(out)
+    if not out.exists():
+        raise NaluError(f"no such run directory: {out}")
+    if not is_run_dir(out):
+        raise NaluError(f"{out} is not a nalu run directory")
+    if not (out / CHECKPOINT_DIR / "state.json").is_file():
+        raise NaluError(f"run {out} has no checkpoint to resume from")
+    config = resolve(load_yaml(out / CONFIG_FILE))
+    if steps is not None:
+        config = resolve(config.to_dict(), {"training": {"steps": steps}})
+    with run_lock(out):
+        atomic_write_text(out / CONFIG_FILE, dump_yaml(config))
+        return _run(config, out, on_progress, should_stop, resume_from=out / CHECKPOINT_DIR)
+
+
+def _run(config: Config, out: Path, on_progress, should_stop, resume_from: Path | None = None) -> dict:
     import tensorflow as tf
 
     from nalu_cli.model import set_params
 
     started = time.perf_counter()
-    out.mkdir(parents=True)
-    atomic_write_text(out / CONFIG_FILE, dump_yaml(config))
     training = config.training
     replica = Replica.for_seed(config, config.seed)
     trainer = ReplicaTrainer(config.model, training, [replica])
+    previous_seconds = 0.0
+    if resume_from is not None:
+        arrays, scalars = read_checkpoint(resume_from)
+        trainer.load_state(arrays, scalars)
+        previous_seconds = float(scalars.get("train_seconds", 0.0))
+        _truncate_metrics(out / METRICS_FILE, trainer.step)
     threshold = float(trainer.thresholds[0])
     writer = tf.summary.create_file_writer(str(out / TENSORBOARD_DIR))
     train_started = time.perf_counter()
     metrics = open(out / METRICS_FILE, "a")
 
+    def seconds_so_far() -> float:
+        return previous_seconds + time.perf_counter() - train_started
+
     def on_eval(step, entries, results):
-        elapsed = time.perf_counter() - train_started
         entry = {
             **entries[0],
             "success_threshold": threshold,
-            "elapsed_seconds": round(time.perf_counter() - started, 4),
-            "steps_per_second": step / elapsed if step else 0.0,
+            "elapsed_seconds": round(seconds_so_far(), 4),
+            "steps_per_second": step / seconds_so_far() if step else 0.0,
         }
-        metrics.write(json.dumps(_jsonable(entry)) + "\n")
+        metrics.write(json.dumps(_jsonable_tree(entry)) + "\n")
         metrics.flush()
+        arrays, scalars = trainer.state()
+        write_checkpoint(out / CHECKPOINT_DIR, arrays, {**scalars, "train_seconds": seconds_so_far()})
         with writer.as_default(step=step):
             for key in ("loss", "interpolation_mse", "extrapolation_mse"):
                 if entry[key] is not None and math.isfinite(entry[key]):
@@ -367,11 +502,11 @@ def _train(config: Config, out: Path, on_progress) -> dict:
             on_progress({**entry, "total_steps": training.steps})
 
     try:
-        (result,) = trainer.fit(training.steps, training.eval_every, training.early_stop, on_eval)
+        (result,) = trainer.fit(training.steps, training.eval_every, training.early_stop, on_eval, should_stop)
     finally:
         metrics.close()
         writer.close()
-    train_seconds = time.perf_counter() - train_started
+    train_seconds = seconds_so_far()
 
     set_params(trainer.model, result.selected_params)
     with atomic_path(out / KERAS_FILE) as tmp:
@@ -380,7 +515,9 @@ def _train(config: Config, out: Path, on_progress) -> dict:
     write_saved_model(trainer.model, meta, out / SAVED_MODEL_DIR)
 
     success = bool(result.extrapolation_mse < threshold)
-    if result.diverged_at_step is not None:
+    if trainer.interrupted:
+        stop_reason = "interrupted"
+    elif result.diverged_at_step is not None:
         stop_reason = "diverged"
     elif training.early_stop and success and trainer.step < training.steps:
         stop_reason = "success"
@@ -400,14 +537,65 @@ def _train(config: Config, out: Path, on_progress) -> dict:
         "success": success,
         "solved_at_step": result.solved_at_step,
         "diverged_at_step": result.diverged_at_step,
+        "divergence_events": int(trainer.divergence_events[0]),
         "train_seconds": round(train_seconds, 3),
         "wall_seconds": round(time.perf_counter() - started, 3),
         "steps_per_second": round(trainer.step / train_seconds, 1) if train_seconds > 0 else None,
     }
-    atomic_write_text(out / SUMMARY_FILE, json.dumps(_jsonable(summary), indent=2) + "\n")
+    atomic_write_text(out / SUMMARY_FILE, json.dumps(_jsonable_tree(summary), indent=2) + "\n")
     return summary
 
 
-def _jsonable(data: dict) -> dict:
-    """JSON has no inf/NaN: write them as null."""
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in data.items()}
+def write_checkpoint(path: Path, arrays: dict, scalars: dict) -> None:
+    """Atomically replace the checkpoint directory: a crash leaves the old one or the new one, whole."""
+    with atomic_path(path) as tmp:
+        tmp.mkdir()
+        np.savez(tmp / "state.npz", **arrays)
+        (tmp / "state.json").write_text(json.dumps(_jsonable_tree(scalars)))
+
+
+def read_checkpoint(path: Path) -> tuple[dict, dict]:
+    try:
+        with np.load(path / "state.npz") as data:
+            arrays = {key: data[key] for key in data.files}
+        scalars = json.loads((path / "state.json").read_text())
+    except (OSError, ValueError, KeyError) as error:
+        raise NaluError(f"checkpoint {path} is unreadable: {error}") from None
+    return arrays, scalars
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metrics lines past the checkpoint (written after it, before a hard kill)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """Hold an exclusive lock on the run directory: a second writer is refused, not interleaved."""
+    handle = open(out / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise NaluError(f"{out} is being written by another nalu process") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def _jsonable_tree(value):
+    """JSON has no inf/NaN (written as null) and no numpy scalars."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable_tree(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
