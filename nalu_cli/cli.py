@@ -324,6 +324,23 @@ def export(
         print(f"{kind:>10}: {file}")
 
 
+@app.command()
+def predict(
+    path: Annotated[Path, typer.Argument(help="Run directory or nalu SavedModel.")],
+    inputs: Annotated[Path, typer.Argument(help=".npy or CSV file, one sample of input_size numbers per row.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+):
+    """Predictions for the rows of an input file (one number per line)."""
+    import_tensorflow()
+    from nalu_cli.export import predict as run_predict
+
+    predictions = run_predict(path, inputs)
+    if as_json:
+        print(json.dumps([float(value) for value in predictions]))
+    else:
+        print("\n".join(repr(float(value)) for value in predictions))
+
+
 class Protocol(str, Enum):
     mj = "mj"
     trask = "trask"

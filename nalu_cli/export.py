@@ -82,11 +82,44 @@ class SavedModelPredictor:
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.input_size:
             raise NaluError(f"model expects inputs of shape [N, {self.input_size}], got {list(x.shape)}")
+        if not np.all(np.isfinite(x)):
+            row = int(np.flatnonzero(~np.all(np.isfinite(x), axis=1))[0])
+            raise NaluError(f"inputs must be finite numbers; row {row} holds NaN or inf")
         outputs = [
             self._signature(**{INPUT_NAME: tf.constant(x[i : i + batch_size])})[OUTPUT_NAME].numpy()
             for i in range(0, len(x), batch_size)
         ]
         return np.concatenate(outputs, axis=0)
+
+
+def read_inputs(path: Path) -> np.ndarray:
+    """Inference inputs from a .npy file or a CSV/whitespace text file, one sample per row."""
+    path = Path(path)
+    if not path.exists():
+        raise NaluError(f"no such input file: {path}")
+    if not path.is_file():
+        raise NaluError(f"input path is not a file: {path}")
+    try:
+        if path.suffix == ".npy":
+            data = np.load(path, allow_pickle=False)
+        else:
+            text = path.read_text()
+            delimiter = "," if "," in text else None
+            data = np.loadtxt(path, delimiter=delimiter, ndmin=2, dtype=np.float64)
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise NaluError(f"cannot read inputs from {path}: {str(error).strip().splitlines()[0]}") from None
+    if data.ndim == 1:
+        data = data[None, :]
+    if not np.issubdtype(data.dtype, np.number):
+        raise NaluError(f"inputs in {path} are not numbers")
+    return data
+
+
+def predict(source_path: Path, input_path: Path) -> np.ndarray:
+    """Predictions of a run or nalu SavedModel for the rows of an input file."""
+    source = resolve_source(Path(source_path))
+    x = read_inputs(input_path)
+    return SavedModelPredictor(source.saved_model)(x)[:, 0]
 
 
 def load_keras_model(path: Path):

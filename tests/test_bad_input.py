@@ -1,9 +1,12 @@
 """Bad input: one line on stderr naming the problem, exit code 2, no traceback, nothing overwritten."""
 
 import hashlib
+import json
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import invoke
@@ -20,6 +23,9 @@ YAML = {
     "ratio_too_big.yaml": "task: {input_size: 4, subset_ratio: 1.0}\n",
     "not_a_mapping.yaml": "- just\n- a list\n",
     "negative_steps.yaml": "training: {steps: -5}\n",
+    "one_layer.yaml": "model: {layers: [nau]}\n",
+    "tabs.yaml": "task:\n\top: add\n",
+    "bad_range_shape.yaml": "task: {extrapolation_range: [1, 2, 3]}\n",
 }
 
 CASES = [
@@ -47,6 +53,16 @@ CASES = [
     (["eval", "{tmp}/malformed.yaml"], "is not a directory"),
     (["extrapolate", "{tmp}/precious"], "neither a nalu run directory nor a SavedModel"),
     (["export", "{tmp}/missing", "--out", "{tmp}/new"], "no such file or directory"),
+    (["train", "--config", "{tmp}/one_layer.yaml"], "'model.layers' must name two units"),
+    (["train", "--config", "{tmp}/tabs.yaml"], "malformed YAML"),
+    (["train", "--config", "{tmp}/bad_range_shape.yaml"], "task.extrapolation_range"),
+    (["train", "--unit", "nau-nmu-nac"], "must be UNIT or FIRST-SECOND"),
+    (["train", "--resume", "{tmp}/precious"], "not a nalu run directory"),
+    (["train", "--resume", "{tmp}/missing"], "not a nalu run directory"),
+    (["predict", "{tmp}/precious", "{tmp}/malformed.yaml"], "neither a nalu run directory nor a SavedModel"),
+    (["benchmark", "--ops", "add", "--workers", "0", "--out", "{tmp}/bench"], "--workers must be at least 1"),
+    (["benchmark", "--ops", "add", "--replicas", "0", "--out", "{tmp}/bench"], "--replicas must be at least 1"),
+    (["benchmark", "--ops", "add", "--seeds", "2", "--out", "{tmp}/precious"], "not a nalu benchmark directory"),
 ]
 
 
@@ -90,9 +106,22 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(workspace, args, expec
         (["extrapolate", "{run}", "--range", "5:1"], "lo must be below hi"),
         (["export", "{run}", "--out", "{tmp}/x", "--format", "pdf"], "unknown export format 'pdf'"),
         (["export", "{run}/saved_model", "--out", "{tmp}/x", "--format", "keras"], "needs a run directory"),
+        (["train", "--resume", "{run}", "--op", "mul"], "--resume continues a run as it was configured"),
+        (["predict", "{run}", "{tmp}/missing.csv"], "no such input file"),
+        (["predict", "{run}", "{tmp}/narrow.csv"], "expects inputs of shape [N, 100], got [2, 3]"),
+        (["predict", "{run}", "{tmp}/nan.csv"], "row 1 holds NaN or inf"),
+        (["predict", "{run}", "{tmp}/inf.npy"], "row 0 holds NaN or inf"),
+        (["predict", "{run}", "{tmp}/words.csv"], "cannot read inputs"),
+        (["predict", "{run}", "{tmp}"], "input path is not a file"),
     ],
 )
 def test_bad_input_against_a_real_run(add_run, tmp_path, args, expected):
+    np.savetxt(tmp_path / "narrow.csv", np.ones((2, 3)), delimiter=",")
+    rows = np.ones((2, 100))
+    rows[1, 5] = np.nan
+    np.savetxt(tmp_path / "nan.csv", rows, delimiter=",")
+    np.save(tmp_path / "inf.npy", np.full((1, 100), np.inf))
+    (tmp_path / "words.csv").write_text("one,two,three\n")
     before = snapshot(add_run)
     result = invoke(*[arg.format(run=add_run, tmp=tmp_path) for arg in args])
     check_one_line_error(result, expected)
@@ -111,11 +140,31 @@ def test_real_process_prints_one_line_and_exits_2(workspace):
 
 
 def test_truncated_saved_model_is_one_line(add_run, tmp_path):
-    import shutil
-
     broken = tmp_path / "broken"
     shutil.copytree(add_run / "saved_model", broken)
     pb = broken / "saved_model.pb"
     pb.write_bytes(pb.read_bytes()[:100])
     result = invoke("eval", broken)
     check_one_line_error(result, "cannot load SavedModel")
+
+
+def test_corrupted_keras_file_is_one_line(add_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(add_run, run)
+    (run / "model.keras").write_bytes(b"PK\x03\x04 not really a zip")
+    result = invoke("export", run, "--out", tmp_path / "x", "--format", "keras")
+    check_one_line_error(result, "cannot load Keras model")
+    assert not (tmp_path / "x").exists()
+
+
+def test_division_saved_model_refuses_a_range_through_zero(add_run, tmp_path):
+    """The domain check follows the SavedModel's own task: a/b is undefined where the sums can be 0."""
+    division = tmp_path / "div_model"
+    shutil.copytree(add_run / "saved_model", division)
+    meta_path = division / "assets.extra" / "nalu.json"
+    meta = json.loads(meta_path.read_text())
+    meta["task"]["op"] = "div"
+    meta_path.write_text(json.dumps(meta))
+    result = invoke("extrapolate", division, "--range=-1:1")
+    check_one_line_error(result, "op 'div' needs inputs of one sign")
+

@@ -1,0 +1,145 @@
+"""Nothing lost, nothing silently wrong: interruption, resume, atomic writes, locks, divergence, determinism."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from nalu_cli.export import load_keras_model
+from nalu_cli.model import get_params
+from nalu_cli.training import run_lock
+from tests.conftest import invoke
+
+SMALL_RUN = ["--op", "mul", "--unit", "nalu", "--seed", "3"]
+SMALL_CONFIG = "task: {input_size: 20}\ntraining: {steps: 30000, eval_every: 500}\n"
+
+
+def metrics_without_timing(run):
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in ("elapsed_seconds", "steps_per_second")}
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+    ]
+
+
+def weights(run):
+    return get_params(load_keras_model(run / "model.keras"))
+
+
+def assert_same_weights(first, second):
+    for layer_a, layer_b in zip(weights(first), weights(second)):
+        for name in layer_a:
+            np.testing.assert_array_equal(layer_a[name], layer_b[name])
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "small.yaml"
+    path.write_text(SMALL_CONFIG)
+    return path
+
+
+def test_sigint_checkpoints_exits_130_and_resume_matches_an_uninterrupted_run(tmp_path, config_file):
+    interrupted = tmp_path / "interrupted"
+    command = [sys.executable, "-m", "nalu_cli", "train", "--config", str(config_file), *SMALL_RUN, "--out", str(interrupted)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = interrupted / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert f"nalu train --resume {interrupted}" in stderr
+    summary = json.loads((interrupted / "summary.json").read_text())
+    assert summary["stop_reason"] == "interrupted" and summary["steps_trained"] < 30000
+    assert (interrupted / "saved_model" / "saved_model.pb").exists()  # the interrupted run is usable as it is
+
+    assert invoke("train", "--resume", interrupted).exit_code == 0
+    whole = tmp_path / "whole"
+    assert invoke("train", "--config", config_file, *SMALL_RUN, "--out", whole).exit_code == 0
+    assert metrics_without_timing(interrupted) == metrics_without_timing(whole)
+    assert_same_weights(interrupted, whole)
+    resumed, uninterrupted = (json.loads((run / "summary.json").read_text()) for run in (interrupted, whole))
+    for key in ("steps_trained", "selected_step", "interpolation_mse", "extrapolation_mse", "success", "stop_reason"):
+        assert resumed[key] == uninterrupted[key], key
+
+
+def test_same_seed_gives_bit_identical_weights(tmp_path, config_file):
+    for name in ("a", "b"):
+        assert invoke("train", "--config", config_file, *SMALL_RUN, "--steps", "2000", "--out", tmp_path / name).exit_code == 0
+    assert_same_weights(tmp_path / "a", tmp_path / "b")
+    assert metrics_without_timing(tmp_path / "a") == metrics_without_timing(tmp_path / "b")
+
+
+def test_crash_while_writing_a_checkpoint_leaves_the_previous_one_whole(tmp_path, config_file, monkeypatch):
+    from nalu_cli import training
+
+    run = tmp_path / "run"
+    real_savez = np.savez
+    calls = []
+
+    def savez_then_crash(file, **arrays):
+        calls.append(file)
+        if len(calls) == 3:  # the third checkpoint: write half a file, then die
+            with open(file, "wb") as handle:
+                handle.write(b"PK\x03\x04 half a zip")
+            raise OSError("disk full (simulated)")
+        real_savez(file, **arrays)
+
+    monkeypatch.setattr(training.np, "savez", savez_then_crash)
+    result = invoke("train", "--config", config_file, *SMALL_RUN, "--steps", "3000", "--out", run)
+    assert result.exit_code != 0
+    monkeypatch.setattr(training.np, "savez", real_savez)
+    arrays, scalars = training.read_checkpoint(run / "checkpoint")  # the second checkpoint, whole
+    assert scalars["step"] == 500
+    assert not [p for p in run.iterdir() if ".tmp-" in p.name]  # no half-written sibling left behind
+    assert invoke("train", "--resume", run).exit_code == 0
+
+
+def test_crash_while_writing_a_saved_model_keeps_the_old_one(add_run, tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    export_dir = tmp_path / "export"
+    assert invoke("export", add_run, "--out", export_dir).exit_code == 0
+    before = (export_dir / "saved_model.pb").read_bytes()
+
+    def crash(obj, export_dir, *args, **kwargs):
+        os.makedirs(export_dir, exist_ok=True)
+        open(os.path.join(export_dir, "saved_model.pb"), "wb").write(b"truncated")
+        raise OSError("killed (simulated)")
+
+    monkeypatch.setattr(tf.saved_model, "save", crash)
+    result = invoke("export", add_run, "--out", export_dir, "--overwrite")
+    assert result.exit_code != 0
+    assert (export_dir / "saved_model.pb").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_a_second_writer_on_the_same_run_is_refused(add_run):
+    with run_lock(add_run):
+        for args in (["train", "--op", "add", "--out", add_run, "--overwrite"], ["train", "--resume", add_run]):
+            result = invoke(*args)
+            assert result.exit_code == 2
+            assert "being written by another nalu process" in result.stderr
+
+
+def test_divergence_is_restored_counted_and_never_saved(tmp_path):
+    run = tmp_path / "diverging"
+    config = tmp_path / "hot.yaml"
+    # Adam moves each weight by about the learning rate per step: at 1e20 a linear model's
+    # squared error overflows float32 within the first chunk, however often it is restored.
+    config.write_text("task: {op: add, input_size: 20}\ntraining: {steps: 5000, eval_every: 500, learning_rate: 1.0e+20}\n")
+    result = invoke("train", "--config", config, "--unit", "linear", "--out", run)
+    assert result.exit_code == 0, result.stderr
+    assert "divergence(s) restored" in result.stderr  # the progress bar says so
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["divergence_events"] == 5 and summary["stop_reason"] == "diverged"
+    assert summary["diverged_at_step"] == 2500 and summary["steps_trained"] == 2500
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert max(line["divergence_events"] for line in lines) == summary["divergence_events"]
+    assert all(np.all(np.isfinite(value)) for layer in weights(run) for value in layer.values())
