@@ -278,14 +278,27 @@ def extrapolate(
         typer.Option("--range", help="Input range LO:HI (repeatable; use --range=-6:-2 for negatives)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    plot: Annotated[
+        Optional[Path], typer.Option(help="Also draw error against input magnitude (log-log) to this .png file.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --plot file.")] = False,
 ):
     """Error as inputs leave the training range (default: the extrapolation range scaled 1x to 1000x)."""
+    if plot is not None:
+        from nalu_cli.plots import check_plot_path, require_matplotlib
+
+        require_matplotlib()  # before any work, so a missing extra or an existing file is one line
+        check_plot_path(plot, overwrite)
     import_tensorflow()
     from nalu_cli.evaluation import extrapolate as run_extrapolate
     from nalu_cli.evaluation import parse_cli_range
 
     parsed = [parse_cli_range(text) for text in ranges] if ranges else None
     report = run_extrapolate(path, parsed)
+    if plot is not None:
+        from nalu_cli.plots import extrapolation_plot
+
+        report["plot"] = str(extrapolation_plot(report, plot, overwrite=overwrite))
     if as_json:
         print(json.dumps(report, indent=2))
         return
@@ -303,6 +316,107 @@ def extrapolate(
             _fmt(row["success"]),
         )
     _console().print(table)
+    if plot is not None:
+        print(f"plot: {report['plot']}")
+
+
+@app.command()
+def inspect(
+    path: Annotated[Path, typer.Argument(help="Run directory or nalu SavedModel.")],
+    snap: Annotated[
+        bool, typer.Option("--snap", help="Round weights and gates to their exact values; save if not worse.")
+    ] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Where --snap writes the snapped SavedModel (+ model.keras).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing SavedModel at --out.")] = False,
+    tolerance: Annotated[float, typer.Option(help="List weights further than this from their exact value.")] = 1e-4,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+):
+    """The learned formula over input slices, its weights off {-1, 0, 1}, and whether it is the task's formula.
+
+    With --snap --out DIR: the model with every weight at its exact value, kept only if its
+    interpolation error does not grow (exit code 1 and nothing saved otherwise).
+    """
+    if snap and out is None:
+        raise NaluError("--snap needs --out DIR for the snapped model")
+    if out is not None and not snap:
+        raise NaluError("--out is only used with --snap")
+    if snap:
+        from nalu_cli.rundir import check_output
+
+        check_output(out, overwrite, kind="SavedModel")  # before any work, so a refusal is one line
+    import_tensorflow()
+    from nalu_cli.inspection import inspect as run_inspect
+    from nalu_cli.inspection import snap as run_snap
+
+    report = run_inspect(path, tolerance=tolerance)
+    if snap:
+        report["snap"] = run_snap(path, out, overwrite=overwrite)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_inspection(report)
+    if snap and not report["snap"]["saved"]:
+        raise typer.Exit(1)
+
+
+def _print_inspection(report: dict, shown: int = 10):
+    units = report["model"]["units"]
+    print(f"model:    {units[0] if units[0] == units[1] else '-'.join(units)} ({report['path']})")
+    for layer in report["layers"][:-1]:
+        for j, output in enumerate(layer["outputs"]):
+            gate = f"  (gate {output['gate']:.3g}: {output['path']} path)" if output["gate"] is not None else ""
+            print(f"          {layer['name']}[{j}] = {output['expression']}{gate}")
+    final = report["layers"][-1]["outputs"][0] if report["layers"] else None
+    if final is not None and final["gate"] is not None:
+        print(f"          output gate {final['gate']:.3g}: {final['path']} path")
+    print(f"learned:  {report['expression'] or report['unreadable']}")
+    if report["simplified"] and report["simplified"] != report["expression"]:
+        print(f"          {report['simplified'].replace('y =', '=', 1)}")
+    print(f"task:     {report['true_expression']}")
+    print(f"matches:  {'yes' if report['matches'] else 'no'}")
+    print(f"sparsity error: {_fmt(report['sparsity_error'])} (max over weights of min(|W|, |1 - |W||))")
+    deviating = report["deviating_weights"]
+    print(f"weights off their exact values by more than {report['tolerance']:g}: {len(deviating)} of {report['weights_total']}")
+    for row in deviating[:shown]:
+        print(f"  {row['layer']} {row['weight']:<12} {_fmt(row['value'], 6):>12} -> {_fmt(row['exact'])}")
+    if len(deviating) > shown:
+        print(f"  ... and {len(deviating) - shown} more (--json lists them all)")
+    if not report["snappable"]:
+        print(f"cannot snap {report['cannot_snap']}")
+    if "snap" not in report:
+        return
+    result = report["snap"]
+    far = result["far"]
+    kept = "not worse: kept" if result["accepted"] else "WORSE: rejected"
+    print(
+        f"snapped:  interpolation MSE {_fmt(result['interpolation_mse_before'])} -> "
+        f"{_fmt(result['interpolation_mse_after'])} ({kept})"
+    )
+    precision = "at float precision" if far["exact"] else f"above float precision ({far['float_precision']:g})"
+    exponent = round(math.log10(far["factor"]))
+    factor = f"10^{exponent}" if 10.0**exponent == far["factor"] else f"{far['factor']:g}"
+    print(
+        f"          relative error at {factor}x the extrapolation range, {_fmt_range(far['range'])}: "
+        f"{_fmt(far['relative_error_before'])} -> {_fmt(far['relative_error_after'])} ({precision})"
+    )
+    if result["saved"]:
+        print(f"saved:    {result['files']['savedmodel']} (SavedModel), {result['files']['keras']}")
+    else:
+        print("snapping made the interpolation error worse; nothing saved", file=sys.stderr)
+
+
+@app.command()
+def plot(
+    run: Annotated[Path, typer.Argument(help="Run directory.")],
+    out: Annotated[
+        Optional[Path], typer.Option(help="Image file (.png, .svg or .pdf).", show_default="RUN/training_curves.png")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing image at --out.")] = False,
+):
+    """Training curves: loss, interpolation and extrapolation MSE, and the success threshold."""
+    from nalu_cli.plots import training_plot
+
+    print(f"plot: {training_plot(run, out, overwrite=overwrite)}")
 
 
 @app.command()

@@ -4,6 +4,7 @@ Importing this package registers every unit for `.keras` deserialisation.
 """
 
 from nalu_cli.units.base import ArithmeticUnit
+from nalu_cli.units.gated import Gated
 from nalu_cli.units.inalu import INALU
 from nalu_cli.units.linear import Linear
 from nalu_cli.units.nac import NAC
@@ -25,10 +26,12 @@ UNIT_LAYERS: dict[str, type[ArithmeticUnit]] = {
     "nmru": NMRU,
     "linear": Linear,
     "relu": ReLUMLP,
+    "gated": Gated,
 }
 
 __all__ = [
     "ArithmeticUnit",
+    "Gated",
     "INALU",
     "Linear",
     "NAC",

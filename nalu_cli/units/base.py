@@ -19,10 +19,14 @@ class ArithmeticUnit(keras.layers.Layer):
         regularizer(**params): sparsity penalty per replica (shape = leading axes),
             scaled by the trainer with `regularizer_schedule`.
         clip(**params): parameters after each optimiser step (e.g. W in [-1, 1]).
+        paths(**params): what a solved unit computes, as exact arithmetic (`nalu inspect`).
+        gate(x, **params): for two-path units, the weight of the first path.
+        snap(**params): parameters moved to the exact solution nearest them.
 
     Class attributes:
         regularizer_schedule: published (scale, start_step, end_step): lambda ramps
             linearly from 0 at start_step to scale at end_step.
+        discrete_weight_names: one name per `discrete_weights` entry, for reports.
 
     Args:
         units: Positive integer, size of the output.
@@ -32,6 +36,7 @@ class ArithmeticUnit(keras.layers.Layer):
 
     weight_names: tuple[str, ...] = ()
     regularizer_schedule: tuple[float, int, int] = (0.0, 0, 1)
+    discrete_weight_names: tuple[str, ...] = ()
 
     def __init__(self, units, **kwargs):
         super().__init__(**kwargs)
@@ -67,6 +72,28 @@ class ArithmeticUnit(keras.layers.Layer):
 
     def clip(self, **params) -> dict:
         return params
+
+    def paths(self, **params) -> list[tuple[str, object]]:
+        """The unit read as exact arithmetic: one (kind, [..., in, out] matrix) per path.
+
+        ("sum", W):     y_j = sum_i W_ij x_i
+        ("product", P): y_j = prod_i x_i ** P_ij
+        Exact once the weights sit at their discrete values (see `snap`). Units with two
+        paths (NALU, iNALU) mix them with `gate`; an empty list means no such reading.
+        """
+        return []
+
+    def gate(self, x, **params):
+        """For two-path units, the weight of `paths()[0]` per output, [..., batch, out]; None otherwise."""
+        return None
+
+    def snap(self, **params) -> dict:
+        """Parameters moved to the exact solution nearest them: discrete weights exactly at
+        their values, in the unit's float32 arithmetic.
+
+        Raises NotImplementedError, with the reason, when the unit has no exact form.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no exact discrete form")
 
     def call(self, inputs):
         return self.forward(inputs, **self.params())

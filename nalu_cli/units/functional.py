@@ -15,6 +15,23 @@ def nac_weight(w_hat, m_hat):
     return ops.tanh(w_hat) * ops.sigmoid(m_hat)
 
 
+# tanh(40) and sigmoid(40) round to exactly 1 in float32 (and float64); sigmoid(-120) underflows
+# to exactly 0 in float32; tanh(0) is exactly 0. Snapped NAC-style weights use these values.
+SATURATED = 40.0
+SATURATED_OFF = -120.0
+
+
+def snapped_nac_params(weight):
+    """(W_hat, M_hat) with tanh(W_hat) * sigmoid(M_hat) exactly clip(round(weight), -1, 1) in float32."""
+    target = ops.clip(ops.round(weight), -1.0, 1.0)
+    return SATURATED * target, ops.full_like(target, SATURATED)
+
+
+def snapped_gate_logit(gate):
+    """A logit g with sigmoid(g) exactly round(gate) in {0, 1} in float32."""
+    return ops.where(ops.greater(ops.round(gate), 0.0), SATURATED, SATURATED_OFF)
+
+
 def nac(x, w_hat, m_hat):
     """Neural accumulator: a = x W."""
     return ops.matmul(x, nac_weight(w_hat, m_hat))
@@ -114,3 +131,13 @@ def relu_mlp(x, hidden_kernel, hidden_bias, output_kernel, output_bias):
     """A one-hidden-layer ReLU network: y = relu(x W1 + b1) W2 + b2 (biases [..., units])."""
     hidden = ops.relu(ops.matmul(x, hidden_kernel) + ops.expand_dims(hidden_bias, -2))
     return ops.matmul(hidden, output_kernel) + ops.expand_dims(output_bias, -2)
+
+
+def gated(x, w_add, w_pow, g_pow, mix, epsilon=1.1920929e-07):
+    """nalu's gated unit: y = c * (x W_a) + (1 - c) * RealNPU(x; W_p, g), c = clip(mix, 0, 1) per output.
+
+    Separate weights per path, an NAU sum path, a RealNPU power path (real exponents, signs
+    kept), and a gate that is a parameter, not a function of x, so it can be exactly 0 or 1.
+    """
+    mix = ops.expand_dims(ops.clip(mix, 0.0, 1.0), -2)  # [..., 1, out]: broadcast over the batch
+    return mix * nau(x, w_add) + (1.0 - mix) * real_npu(x, w_pow, g_pow, epsilon=epsilon)

@@ -35,6 +35,7 @@ class INALU(ArithmeticUnit):
     """
 
     weight_names = ("w_hat_add", "m_hat_add", "w_hat_mul", "m_hat_mul", "g")
+    discrete_weight_names = ("W_add", "W_mul", "gate")
     regularizer_schedule = (1.0, 10_000, 10_001)
 
     def __init__(
@@ -85,6 +86,32 @@ class INALU(ArithmeticUnit):
             functional.nac_weight(w_hat_mul, m_hat_mul),
             ops.expand_dims(ops.sigmoid(g), -2),  # [..., 1, out], so reductions over (-2, -1) apply
         ]
+
+    def paths(self, w_hat_add, m_hat_add, w_hat_mul, m_hat_mul, **_):
+        return [
+            ("sum", functional.nac_weight(w_hat_add, m_hat_add)),
+            ("product", functional.nac_weight(w_hat_mul, m_hat_mul)),
+        ]
+
+    def gate(self, x, g, **_):
+        # One gate per output, the same for every input: broadcast it over the batch.
+        return ops.expand_dims(ops.sigmoid(g), -2) + ops.zeros_like(x[..., :1])
+
+    def snap(self, w_hat_add, m_hat_add, w_hat_mul, m_hat_mul, g, **params):
+        """Both weight matrices rounded to {-1, 0, 1} and the gate to {0, 1}, made exact by saturation.
+
+        The multiplicative path stays capped at exp(omega): it cannot be exact beyond that.
+        """
+        w_hat_add, m_hat_add = functional.snapped_nac_params(functional.nac_weight(w_hat_add, m_hat_add))
+        w_hat_mul, m_hat_mul = functional.snapped_nac_params(functional.nac_weight(w_hat_mul, m_hat_mul))
+        return {
+            **params,
+            "w_hat_add": w_hat_add,
+            "m_hat_add": m_hat_add,
+            "w_hat_mul": w_hat_mul,
+            "m_hat_mul": m_hat_mul,
+            "g": functional.snapped_gate_logit(ops.sigmoid(g)),
+        }
 
     def regularizer(self, w_hat_add, m_hat_add, w_hat_mul, m_hat_mul, g, **_):
         t = self.regularizer_threshold

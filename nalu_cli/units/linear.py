@@ -20,6 +20,7 @@ class Linear(ArithmeticUnit):
     """
 
     weight_names = ("kernel",)
+    discrete_weight_names = ("kernel",)
 
     def __init__(self, units, kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(units, **kwargs)
@@ -35,6 +36,13 @@ class Linear(ArithmeticUnit):
 
     def discrete_weights(self, kernel, **_):
         return [kernel]
+
+    def paths(self, kernel, **_):
+        return [("sum", kernel)]
+
+    def snap(self, kernel, **params):
+        """W rounded to {-1, 0, 1}, the values an additive task needs."""
+        return {**params, "kernel": ops.clip(ops.round(kernel), -1.0, 1.0)}
 
     def regularizer(self, kernel, **_):
         # No penalty: zeros with the replica axes, so callers can treat every unit alike.

@@ -14,6 +14,7 @@ class NAC(ArithmeticUnit):
     """
 
     weight_names = ("w_hat", "m_hat")
+    discrete_weight_names = ("W",)
 
     def __init__(self, units, kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(units, **kwargs)
@@ -30,6 +31,14 @@ class NAC(ArithmeticUnit):
 
     def discrete_weights(self, w_hat, m_hat, **_):
         return [functional.nac_weight(w_hat, m_hat)]
+
+    def paths(self, w_hat, m_hat, **_):
+        return [("sum", functional.nac_weight(w_hat, m_hat))]
+
+    def snap(self, w_hat, m_hat, **params):
+        """W rounded to {-1, 0, 1}, made exact by saturating tanh and sigmoid."""
+        w_hat, m_hat = functional.snapped_nac_params(functional.nac_weight(w_hat, m_hat))
+        return {**params, "w_hat": w_hat, "m_hat": m_hat}
 
     def get_config(self):
         return {

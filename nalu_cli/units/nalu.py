@@ -1,4 +1,5 @@
 import keras
+from keras import ops
 
 from nalu_cli.units import functional
 from nalu_cli.units.base import ArithmeticUnit
@@ -18,6 +19,7 @@ class NALU(ArithmeticUnit):
     """
 
     weight_names = ("w_hat", "m_hat", "g")
+    discrete_weight_names = ("W",)
 
     def __init__(self, units, kernel_initializer="glorot_uniform", epsilon=1e-7, **kwargs):
         super().__init__(units, **kwargs)
@@ -38,6 +40,18 @@ class NALU(ArithmeticUnit):
 
     def discrete_weights(self, w_hat, m_hat, **_):
         return [functional.nac_weight(w_hat, m_hat)]
+
+    def paths(self, w_hat, m_hat, **_):
+        weight = functional.nac_weight(w_hat, m_hat)
+        return [("sum", weight), ("product", weight)]
+
+    def gate(self, x, g, **_):
+        return ops.sigmoid(ops.matmul(x, g))
+
+    def snap(self, **params):
+        raise NotImplementedError(
+            "its gate sigmoid(x G) depends on the input, so no weights make it exactly 0 or 1 for every x"
+        )
 
     def get_config(self):
         return {

@@ -23,6 +23,7 @@ class NAU(ArithmeticUnit):
     """
 
     weight_names = ("w",)
+    discrete_weight_names = ("w",)
     regularizer_schedule = (0.01, 5_000, 50_000)
 
     def __init__(self, units, kernel_initializer=None, **kwargs):
@@ -46,6 +47,13 @@ class NAU(ArithmeticUnit):
 
     def clip(self, w, **params):
         return {**params, "w": ops.clip(w, -1.0, 1.0)}
+
+    def paths(self, w, **_):
+        return [("sum", w)]
+
+    def snap(self, w, **params):
+        """W rounded to {-1, 0, 1}."""
+        return {**params, "w": ops.clip(ops.round(w), -1.0, 1.0)}
 
     def get_config(self):
         initializer = self.kernel_initializer

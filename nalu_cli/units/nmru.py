@@ -27,6 +27,7 @@ class NMRU(ArithmeticUnit):
     """
 
     weight_names = ("w",)
+    discrete_weight_names = ("w",)
     regularizer_schedule = (10.0, 50_000, 75_000)
 
     def __init__(
@@ -56,6 +57,15 @@ class NMRU(ArithmeticUnit):
 
     def clip(self, w, **params):
         return {**params, "w": ops.clip(w, 0.0, 1.0)}
+
+    def paths(self, w, **_):
+        # At W in {0, 1}, x_i enters to the power W[i] (from x) minus W[in + i] (from 1/x).
+        inputs = w.shape[-2] // 2
+        return [("product", w[..., :inputs, :] - w[..., inputs:, :])]
+
+    def snap(self, w, **params):
+        """W rounded to {0, 1}: each factor is then exactly z_i or 1."""
+        return {**params, "w": ops.clip(ops.round(w), 0.0, 1.0)}
 
     def get_config(self):
         return {

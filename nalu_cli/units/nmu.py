@@ -20,6 +20,7 @@ class NMU(ArithmeticUnit):
     """
 
     weight_names = ("w",)
+    discrete_weight_names = ("w",)
     regularizer_schedule = (10.0, 1_000_000, 2_000_000)
 
     def __init__(self, units, kernel_initializer=None, **kwargs):
@@ -41,6 +42,14 @@ class NMU(ArithmeticUnit):
 
     def clip(self, w, **params):
         return {**params, "w": ops.clip(w, 0.0, 1.0)}
+
+    def paths(self, w, **_):
+        # W_ij x_i + 1 - W_ij is x_i ** W_ij at W_ij in {0, 1}.
+        return [("product", w)]
+
+    def snap(self, w, **params):
+        """W rounded to {0, 1}: each factor is then exactly x_i or 1."""
+        return {**params, "w": ops.clip(ops.round(w), 0.0, 1.0)}
 
     def get_config(self):
         return {

@@ -30,6 +30,7 @@ class RealNPU(ArithmeticUnit):
     """
 
     weight_names = ("w_real", "g")
+    discrete_weight_names = ("w_real", "g")
     regularizer_schedule = (1.0, 50_000, 75_000)
 
     def __init__(
@@ -62,6 +63,14 @@ class RealNPU(ArithmeticUnit):
 
     def clip(self, g, **params):
         return {**params, "g": ops.clip(g, 0.0, 1.0)}
+
+    def paths(self, w_real, g, **_):
+        # At g_i = 1 the input enters as |x_i| ** W_r (times its sign term); at g_i = 0 it is 1.
+        return [("product", w_real * ops.expand_dims(ops.clip(g, 0.0, 1.0), -1))]
+
+    def snap(self, w_real, g, **params):
+        """Gates rounded to {0, 1}; powers to the nearest multiple of 1/2 (a square root is 0.5)."""
+        return {**params, "w_real": ops.round(2.0 * w_real) / 2.0, "g": ops.clip(ops.round(g), 0.0, 1.0)}
 
     def get_config(self):
         return {

@@ -48,6 +48,9 @@ class ReLUMLP(ArithmeticUnit):
     def forward(self, x, hidden_kernel, hidden_bias, output_kernel, output_bias):
         return functional.relu_mlp(x, hidden_kernel, hidden_bias, output_kernel, output_bias)
 
+    def snap(self, **params):
+        raise NotImplementedError("a ReLU network has no discrete exact form")
+
     def regularizer(self, hidden_kernel, **_):
         return ops.zeros(ops.shape(hidden_kernel)[:-2])
 

@@ -1,0 +1,190 @@
+"""Pictures: extrapolation error against input magnitude, and a run's training curves.
+
+matplotlib is an optional extra (`pip install 'nalu-cli[plot]'`), imported only here and
+only when a plot is asked for, with the non-interactive Agg backend. Figures have a fixed
+size in pixels (FIGURE_SIZE at DPI) so they line up in reports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from nalu_cli.errors import NaluError
+from nalu_cli.rundir import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, atomic_path, is_run_dir, read_json
+
+FIGURE_SIZE = (8.0, 5.0)  # inches
+DPI = 100  # so a figure is 800 x 500 pixels
+FORMATS = ("png", "svg", "pdf")
+TRAINING_PLOT_FILE = "training_curves.png"
+# Log axes cannot show 0: an exact (zero) error is drawn at this floor and labelled so.
+ERROR_FLOOR = 1e-16
+FLOAT32_EPS = 2.0**-23  # relative rounding of one float32 operation: an exact model's error is about this
+
+
+def require_matplotlib():
+    """pyplot on the Agg backend, or the one-line install hint."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise NaluError("plotting needs the plot extra: pip install 'nalu-cli[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def check_plot_path(path: Path, overwrite: bool) -> str:
+    """The format to write `path` in; refuses an existing file unless `overwrite`."""
+    path = Path(path)
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix not in FORMATS:
+        endings = [f".{f}" for f in FORMATS]
+        raise NaluError(f"plot file {path} must end in {', '.join(endings[:-1])} or {endings[-1]}")
+    if path.is_dir():
+        raise NaluError(f"{path} is a directory; give a file name for the plot")
+    if path.exists() and not overwrite:
+        raise NaluError(f"{path} already exists; pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise NaluError(f"cannot write {path}: directory {path.parent} does not exist")
+    return suffix
+
+
+def _save(plt, figure, path: Path, overwrite: bool) -> Path:
+    file_format = check_plot_path(path, overwrite)
+    try:
+        with atomic_path(Path(path)) as tmp:
+            figure.savefig(tmp, format=file_format, dpi=DPI)
+    finally:
+        plt.close(figure)
+    return Path(path)
+
+
+def _magnitudes(intervals) -> tuple[float, float]:
+    """The smallest and largest |x| over a union of intervals."""
+    low = min(0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi)) for lo, hi in intervals)
+    high = max(max(abs(lo), abs(hi)) for lo, hi in intervals)
+    return low, high
+
+
+def extrapolation_plot(report: dict, path: Path, overwrite: bool = False) -> Path:
+    """Relative error against input magnitude (log-log), one bar per range, the training range shaded.
+
+    `report` is what `evaluation.extrapolate` returns.
+    """
+    plt = require_matplotlib()
+    check_plot_path(path, overwrite)
+    task = report["task"]
+    figure, axes = plt.subplots(figsize=FIGURE_SIZE, dpi=DPI)
+    train_low, train_high = _magnitudes(task["interpolation_range"])
+    spans, centres, errors, overflowed, exact = [], [], [], [], False
+    for row in report["ranges"]:
+        low, high = _magnitudes(row["range"])
+        low = low if low > 0 else high / 10  # a range reaching 0 starts one decade below its top
+        if row["overflow"] or row["relative_error"] is None:
+            overflowed.append(math.sqrt(low * high))
+            continue
+        error = row["relative_error"]
+        exact |= error < ERROR_FLOOR
+        spans.append((low, high))
+        centres.append(math.sqrt(low * high))
+        errors.append(max(error, ERROR_FLOOR))
+    axes.axvspan(train_low if train_low > 0 else train_high / 10, train_high, color="tab:green", alpha=0.2,
+                 label="training (interpolation) range")
+    if errors:
+        axes.hlines(errors, [s[0] for s in spans], [s[1] for s in spans], color="tab:blue", linewidth=3, alpha=0.5)
+        axes.plot(centres, errors, "o-", color="tab:blue", label="relative error sqrt(MSE / mean(y²))")
+    axes.axhline(FLOAT32_EPS, color="grey", linestyle=":", linewidth=1, label="float32 precision (2^-23)")
+    # Whole decades, at least one apart, so the axis always has labelled powers of ten.
+    shown = [*errors, FLOAT32_EPS]
+    low, high = math.floor(math.log10(min(shown))), math.ceil(math.log10(max(shown)))
+    axes.set_ylim(10.0**low, 10.0 ** max(high, low + 1))
+    for index, centre in enumerate(overflowed):
+        axes.axvline(centre, color="tab:red", linestyle=":", label="overflow" if index == 0 else None)
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    if exact:
+        axes.axhline(ERROR_FLOOR, color="grey", linestyle="--", linewidth=1, label=f"exact (0, drawn at {ERROR_FLOOR:g})")
+    axes.set_xlabel("input magnitude |x|")
+    axes.set_ylabel("relative error")
+    axes.set_title(f"y = {task['formula']}: error as inputs leave the training range")
+    axes.grid(True, which="major", alpha=0.3)
+    axes.legend(loc="best")
+    figure.tight_layout()
+    return _save(plt, figure, path, overwrite)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / METRICS_FILE
+    entries = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            entry["step"]
+        except (ValueError, KeyError, TypeError):
+            raise NaluError(f"corrupted metrics file {path} (line {number})") from None
+        entries.append(entry)
+    return entries
+
+
+def _title(run_dir: Path) -> str:
+    summary_path = run_dir / SUMMARY_FILE
+    if summary_path.is_file():
+        summary = read_json(summary_path)
+        return f"y = {summary['formula']}  ({summary['unit']}, seed {summary['seed']})"
+    from nalu_cli import config, tasks
+
+    resolved = config.from_dict(config.load_yaml(run_dir / CONFIG_FILE))
+    spec = tasks.TaskSpec.from_config(resolved.task, resolved.seed)
+    return f"y = {spec.formula()}  ({resolved.model.name}, seed {resolved.seed}, in progress)"
+
+
+def training_plot(run_dir: Path, path: Path | None = None, overwrite: bool = False) -> Path:
+    """Loss, interpolation and extrapolation MSE against step (log scale), the success threshold,
+    the selected checkpoint and the step the run was solved at. Default file: RUN/training_curves.png."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise NaluError(f"no such file or directory: {run_dir}")
+    if not is_run_dir(run_dir):
+        raise NaluError(f"{run_dir} is not a nalu run directory (no {CONFIG_FILE} and {METRICS_FILE})")
+    path = Path(path) if path is not None else run_dir / TRAINING_PLOT_FILE
+    plt = require_matplotlib()
+    check_plot_path(path, overwrite)
+    entries = read_metrics(run_dir)
+    if not entries:
+        raise NaluError(f"run {run_dir} has no metrics yet")
+    summary = read_json(run_dir / SUMMARY_FILE) if (run_dir / SUMMARY_FILE).is_file() else {}
+    steps = [entry["step"] for entry in entries]
+
+    def series(key):
+        return [_positive_or_nan(entry.get(key)) for entry in entries]
+
+    figure, axes = plt.subplots(figsize=FIGURE_SIZE, dpi=DPI)
+    axes.plot(steps, series("loss"), ".-", color="tab:grey", label="training MSE (mean since the last evaluation)")
+    axes.plot(steps, series("interpolation_mse"), ".-", color="tab:blue", label="interpolation MSE (validation)")
+    axes.plot(steps, series("extrapolation_mse"), ".-", color="tab:orange", label="extrapolation MSE (test)")
+    threshold = next((e["success_threshold"] for e in reversed(entries) if e.get("success_threshold")), None)
+    if threshold:
+        axes.axhline(threshold, color="tab:red", linestyle="--", label=f"success threshold {threshold:.3g}")
+    if summary.get("selected_step") is not None:
+        axes.axvline(summary["selected_step"], color="tab:blue", linestyle=":", label="selected checkpoint")
+    if summary.get("solved_at_step") is not None:
+        axes.axvline(summary["solved_at_step"], color="tab:green", linestyle="-.", label="solved")
+    axes.set_yscale("log")
+    axes.set_xlabel("step")
+    axes.set_ylabel("MSE")
+    axes.set_title(_title(run_dir))
+    axes.grid(True, which="major", alpha=0.3)
+    axes.legend(loc="best")
+    figure.tight_layout()
+    return _save(plt, figure, path, overwrite)
+
+
+def _positive_or_nan(value) -> float:
+    """Log axes: missing, non-finite or non-positive values are gaps."""
+    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        return math.nan
+    return float(value)
