@@ -23,7 +23,7 @@ from nalu_cli.errors import NaluError
 OPS = ("add", "sub", "mul", "div", "square", "sqrt")
 # Units the model builder knows; kept here (not in nalu_cli.units) so that
 # validating a config never imports TensorFlow.
-UNITS = ("nac", "nalu", "nau", "nmu", "inalu", "realnpu", "nmru", "linear", "relu")
+UNITS = ("nac", "nalu", "nau", "nmu", "inalu", "realnpu", "nmru", "linear", "relu", "gated")
 
 Interval = list  # [lo, hi]
 
@@ -78,6 +78,9 @@ class TrainingConfig:
     regularizer_scale: float | None = None
     regularizer_start: int | None = None
     regularizer_end: int | None = None
+    # Also evaluate the weights rounded to their exact values (each unit's `snap`) at every
+    # evaluation; they become the selected checkpoint when their interpolation MSE is lower.
+    snap_selection: bool = True
 
 
 @dataclass

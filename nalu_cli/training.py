@@ -77,6 +77,7 @@ class ReplicaResult:
     solved_at_seconds: float | None = None
     diverged_at_step: int | None = None
     stopped_at_step: int | None = None
+    snapped: bool = False  # the selected checkpoint is the snapped (exact-valued) version of the weights
 
 
 def regularizer_lambda(schedule: tuple[float, int, int], step):
@@ -130,6 +131,7 @@ class ReplicaTrainer:
         self.step = 0
         self.thresholds = np.array([tasks.success_threshold(r.spec) for r in replicas])
         self._chunk = self._make_chunk()
+        self.snap_selection = training.snap_selection and _can_snap(self.layers, self.params)
         self._evaluate = self._make_evaluate()
 
     # -- the compiled pieces ------------------------------------------------------------------
@@ -213,15 +215,24 @@ class ReplicaTrainer:
             pairs = [make(r.spec) for r in self.replicas]
             sets[name] = (tf.constant(np.stack([x for x, _ in pairs])), tf.constant(np.stack([y for _, y in pairs])))
 
-        @tf.function(autograph=False)
-        def evaluate(params):
+        def errors_of(params, prefix=""):
             errors = {}
             for name, (x, y) in sets.items():
                 if single:
                     params_, x, y = tf.nest.map_structure(lambda t: t[0], params), x[0], y[0]
                 else:
                     params_ = params
-                errors[name] = tf.reshape(tf.reduce_mean(tf.square(self.forward(params_, x) - y), axis=(-2, -1)), [-1])
+                mse = tf.reduce_mean(tf.square(self.forward(params_, x) - y), axis=(-2, -1))
+                errors[prefix + name] = tf.reshape(mse, [-1])
+            return errors
+
+        @tf.function(autograph=False)
+        def evaluate(params):
+            errors = errors_of(params)
+            if self.snap_selection:
+                snapped = [layer.snap(**p) for layer, p in zip(self.layers, params)]
+                errors.update(errors_of(snapped, prefix="snapped_"))
+                errors["snapped_params"] = snapped
             return errors
 
         return evaluate
@@ -259,8 +270,13 @@ class ReplicaTrainer:
                 self.results[r].diverged_at_step = self.step
         return np.where(finite, loss, np.nan)
 
-    def evaluate(self) -> dict[str, np.ndarray]:
-        return {name: values.numpy().astype(np.float64) for name, values in self._evaluate(self.params).items()}
+    def evaluate(self) -> dict:
+        """MSE per replica on the validation and test sets (and of the snapped weights, with snap_selection)."""
+        results = self._evaluate(self.params)
+        errors = {name: values.numpy().astype(np.float64) for name, values in results.items() if name != "snapped_params"}
+        if "snapped_params" in results:
+            errors["snapped_params"] = [{k: v.numpy() for k, v in layer.items()} for layer in results["snapped_params"]]
+        return errors
 
     def replica_params(self, index: int) -> list[dict]:
         return [{name: value.numpy()[index] for name, value in layer.items()} for layer in self.params]
@@ -282,16 +298,32 @@ class ReplicaTrainer:
                 "extrapolation_mse": float(errors["extrapolation"][r]),
                 "divergence_events": int(self.divergence_events[r]),
             }
-            if result.solved_at_step is None and entry["extrapolation_mse"] < self.thresholds[r]:
-                result.solved_at_step = self.step
-                result.solved_at_seconds = time.perf_counter() - started
             interpolation = entry["interpolation_mse"]
             if math.isfinite(interpolation) and interpolation < result.interpolation_mse:
                 result.selected_step = self.step
                 result.selected_params = self.replica_params(r)
                 result.interpolation_mse = interpolation
                 result.extrapolation_mse = entry["extrapolation_mse"]
+                result.snapped = False
+            if self.snap_selection:
+                # The weights rounded to their exact values compete on interpolation error too.
+                entry["snapped_interpolation_mse"] = float(errors["snapped_interpolation"][r])
+                entry["snapped_extrapolation_mse"] = float(errors["snapped_extrapolation"][r])
+                if math.isfinite(entry["snapped_interpolation_mse"]) and (
+                    entry["snapped_interpolation_mse"] < result.interpolation_mse
+                ):
+                    result.selected_step = self.step
+                    result.selected_params = [
+                        {name: value[r] for name, value in layer.items()} for layer in errors["snapped_params"]
+                    ]
+                    result.interpolation_mse = entry["snapped_interpolation_mse"]
+                    result.extrapolation_mse = entry["snapped_extrapolation_mse"]
+                    result.snapped = True
             entry["selected_step"] = result.selected_step
+            # Solved: the model training would hand out now (the selected one) meets the criterion.
+            if result.solved_at_step is None and result.extrapolation_mse < self.thresholds[r]:
+                result.solved_at_step = self.step
+                result.solved_at_seconds = time.perf_counter() - started
             if early_stop and result.extrapolation_mse < self.thresholds[r]:
                 self.active[r] = False
             if not self.active[r] and result.stopped_at_step is None:
@@ -378,6 +410,16 @@ class ReplicaTrainer:
                     {name: arrays[f"{prefix}{index}/{name}"] for name in layer} for index, layer in enumerate(self.params)
                 ]
             self.results.append(result)
+
+
+def _can_snap(layers, params) -> bool:
+    """Whether every layer has an exact discrete form (`snap` raises NotImplementedError otherwise)."""
+    try:
+        for layer, layer_params in zip(layers, params):
+            layer.snap(**layer_params)
+    except NotImplementedError:
+        return False
+    return True
 
 
 def _per_replica(values, like):
