@@ -25,6 +25,9 @@ OPS = ("add", "sub", "mul", "div", "square", "sqrt")
 # validating a config never imports TensorFlow.
 UNITS = ("nac", "nalu", "nau", "nmu", "inalu", "realnpu", "nmru", "linear", "relu", "gated")
 
+# The default model's layers (model.unit "default"): see README, "The default model".
+DEFAULT_LAYERS = ("nau", "gated")
+
 Interval = list  # [lo, hi]
 
 
@@ -49,13 +52,17 @@ class TaskConfig:
 class ModelConfig:
     """Two layers, input_size -> hidden_size -> 1: `layers` names each, or `unit` both."""
 
-    unit: str = "nalu"
+    # "default" is the default model, not told the op: an NAU picks the slices and a gated
+    # NAU/RealNPU unit combines them (DEFAULT_LAYERS). `unit: nalu` is the paper's model.
+    unit: str = "default"
     layers: list | None = None  # e.g. [nau, nmu]; null means [unit, unit]
     hidden_size: int = 2
 
     @property
     def layer_units(self) -> list[str]:
-        return list(self.layers) if self.layers else [self.unit, self.unit]
+        if self.layers:
+            return list(self.layers)
+        return list(DEFAULT_LAYERS) if self.unit == "default" else [self.unit, self.unit]
 
     @property
     def name(self) -> str:
@@ -66,9 +73,9 @@ class ModelConfig:
 
 @dataclass
 class TrainingConfig:
-    steps: int = 100_000
+    steps: int = 30_000
     batch_size: int = 128
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-2
     # Steps per compiled call; the model is evaluated after each chunk.
     eval_every: int = 1_000
     # Stop once the checkpoint selected on interpolation error meets the success criterion.
@@ -188,7 +195,7 @@ def validate(config: Config) -> Config:
     if model.layers is not None and (len(model.layers) != 2 or not all(isinstance(u, str) for u in model.layers)):
         raise NaluError(f"config key 'model.layers' must name two units, got {model.layers!r}")
     for unit in [model.unit, *(model.layers or [])]:
-        if unit not in UNITS:
+        if unit not in UNITS and not (unit == "default" and unit is model.unit):
             raise NaluError(f"unknown unit '{unit}' (choose from {', '.join(UNITS)})")
     positive = {
         "task.input_size": task.input_size,
@@ -290,6 +297,8 @@ def resolve(file_settings: dict | None = None, overrides: dict | None = None) ->
 
 def parse_architecture(name: str) -> dict:
     """'nau' -> both layers nau; 'nau-nmu' -> layers [nau, nmu] (as model config settings)."""
+    if name == "default":
+        return {"unit": "default", "layers": list(DEFAULT_LAYERS)}
     parts = name.split("-")
     if len(parts) == 1:
         return {"unit": parts[0], "layers": [parts[0], parts[0]]}

@@ -8,6 +8,7 @@ from nalu_cli.training import Replica, ReplicaTrainer
 
 
 def config_for(unit, op="mul", **training):
+    training = {"learning_rate": 1e-3, **training}  # the step counts below were measured at 1e-3
     return resolve({"task": {"op": op, "input_size": 20}, "model": {"unit": unit}, "training": training})
 
 
