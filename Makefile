@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/nalu train --op mul --out runs/mul --overwrite
 	$(BIN)/nalu eval runs/mul
 	$(BIN)/nalu extrapolate runs/mul/saved_model
+	$(BIN)/nalu inspect runs/mul
 	$(BIN)/nalu export runs/mul --out exported/mul --format keras --format tflite --format onnx --overwrite
 
 test: $(STAMP)

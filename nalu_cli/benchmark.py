@@ -85,7 +85,6 @@ def run_group(work: dict) -> list[dict]:
 
     tf = import_tensorflow()
     _single_thread(tf)
-    from nalu_cli import tasks
     from nalu_cli.training import Replica, ReplicaTrainer
 
     config: Config = from_dict(work["config"])
