@@ -20,6 +20,7 @@ from typing import Callable
 
 from nalu_cli.config import Config, from_dict, parse_architecture, resolve
 from nalu_cli.errors import NaluError
+from nalu_cli.rundir import run_lock
 
 RESULTS_FILE = "results.jsonl"
 SETTINGS_FILE = "settings.json"
@@ -246,7 +247,8 @@ def run_benchmark(
             on_results(fresh)
 
     if work:
-        runner(work, collect, workers or os.cpu_count() or 1, ray_address)
+        with run_lock(out):
+            runner(work, collect, workers or os.cpu_count() or 1, ray_address)
     return sorted(records, key=lambda r: (ops.index(r["op"]), _unit_order(units, cells, r["unit"]), r["seed"]))
 
 

@@ -15,6 +15,7 @@ config), so eval and extrapolate need nothing else. No TensorFlow import here.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -100,10 +101,24 @@ def check_output(path: Path, overwrite: bool, kind: str) -> None:
         raise NaluError(f"{path} is being written by another nalu process")
 
 
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """Hold an exclusive lock on an output directory (run or benchmark): a second writer is refused, not interleaved."""
+    handle = open(out / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise NaluError(f"{out} is being written by another nalu process") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
 def is_locked(path: Path) -> bool:
     """Whether a nalu process holds the run directory's lock right now."""
-    import fcntl
-
     lock = Path(path) / LOCK_FILE
     if not lock.exists():
         return False

@@ -11,8 +11,6 @@ model is R = 1, so there is one training path.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import math
 import time
@@ -29,7 +27,6 @@ from nalu_cli.export import make_meta, write_saved_model
 from nalu_cli.rundir import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
-    LOCK_FILE,
     KERAS_FILE,
     METRICS_FILE,
     SAVED_MODEL_DIR,
@@ -40,6 +37,7 @@ from nalu_cli.rundir import (
     discard_backup,
     is_run_dir,
     prepare_output,
+    run_lock,
     restore_backup,
 )
 
@@ -612,22 +610,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
         return
     kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
     atomic_write_text(path, "".join(line + "\n" for line in kept))
-
-
-@contextlib.contextmanager
-def run_lock(out: Path):
-    """Hold an exclusive lock on the run directory: a second writer is refused, not interleaved."""
-    handle = open(out / LOCK_FILE, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise NaluError(f"{out} is being written by another nalu process") from None
-    try:
-        yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
 
 
 def _jsonable_tree(value):

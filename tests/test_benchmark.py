@@ -123,3 +123,14 @@ def test_cli_benchmark_bad_input(tmp_path, args, message):
     result = invoke("benchmark", "--out", tmp_path / "b", *args)
     assert result.exit_code == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_second_benchmark_on_the_same_out_is_refused(tmp_path):
+    from nalu_cli.rundir import run_lock
+
+    grid = dict(ops=["sub"], units=["nac"], base_settings=SMALL, workers=1, out=tmp_path)
+    run_benchmark(seeds=[0], **grid)
+    with run_lock(tmp_path):  # as if another nalu benchmark were writing here
+        with pytest.raises(NaluError, match="being written by another nalu process"):
+            run_benchmark(seeds=[0, 1], **grid)
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 1

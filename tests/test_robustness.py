@@ -12,7 +12,7 @@ import pytest
 
 from nalu_cli.export import load_keras_model
 from nalu_cli.model import get_params
-from nalu_cli.training import run_lock
+from nalu_cli.rundir import run_lock
 from tests.conftest import invoke
 
 SMALL_RUN = ["--op", "mul", "--unit", "nalu", "--seed", "3"]
