@@ -108,6 +108,7 @@ def run_group(work: dict) -> list[dict]:
             "threshold": float(threshold),
             "sparsity_error": trainer.sparsity_error(result.selected_params),
             "selected_step": result.selected_step,
+            "selected_snapped": result.snapped,
             "steps_trained": result.stopped_at_step,
             "diverged_at_step": result.diverged_at_step,
             "settings": work["settings"],

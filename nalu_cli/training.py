@@ -571,6 +571,7 @@ def _run(config: Config, out: Path, on_progress, should_stop, resume_from: Path 
         "steps_trained": trainer.step,
         "stop_reason": stop_reason,
         "selected_step": result.selected_step,
+        "selected_snapped": result.snapped,
         "interpolation_mse": result.interpolation_mse,
         "extrapolation_mse": result.extrapolation_mse,
         "success_threshold": threshold,

@@ -15,6 +15,8 @@ def test_add_run_reaches_the_success_criterion(add_run):
     assert summary["stop_reason"] == "success"  # early stop once the selected checkpoint succeeds
     assert summary["extrapolation_mse"] < summary["success_threshold"]
     assert summary["solved_at_step"] <= summary["steps_trained"] < 60_000
+    # Snapped-weight selection handed out the exact solution: far below the threshold.
+    assert summary["selected_snapped"] is True and summary["extrapolation_mse"] < 1e-8
 
 
 def test_run_directory_holds_every_artifact(add_run):
