@@ -89,17 +89,23 @@ def run_group(work: dict) -> list[dict]:
     from nalu_cli.training import Replica, ReplicaTrainer
 
     config: Config = from_dict(work["config"])
-    replicas = [Replica.for_seed(config, seed) for seed in work["seeds"]]
+    restarts = config.model.restart_count
+    replicas = [replica for seed in work["seeds"] for replica in Replica.with_restarts(config, seed)]
+    groups = [list(range(i * restarts, (i + 1) * restarts)) for i in range(len(work["seeds"]))]
     trainer = ReplicaTrainer(config.model, config.training, replicas)
     training = config.training
-    results = trainer.fit(training.steps, training.eval_every, training.early_stop)
+    results = trainer.fit(training.steps, training.eval_every, training.early_stop, groups=groups)
     records = []
-    for replica, threshold, result in zip(replicas, trainer.thresholds, results):
+    for seed, group in zip(work["seeds"], groups):
+        chosen = trainer.chosen(group)  # the restart with the lowest interpolation MSE is the model
+        replica, threshold, result = replicas[chosen], trainer.thresholds[chosen], results[chosen]
         record = {
             "op": work["op"],
             "unit": work["unit"],
-            "seed": replica.init_seed,
+            "seed": seed,
             "group": list(work["seeds"]),
+            "restarts": restarts,
+            "chosen_restart": chosen - group[0],
             "success": bool(result.extrapolation_mse < threshold),
             "solved_at_step": result.solved_at_step,
             "solved_at_seconds": result.solved_at_seconds,
@@ -109,7 +115,7 @@ def run_group(work: dict) -> list[dict]:
             "sparsity_error": trainer.sparsity_error(result.selected_params),
             "selected_step": result.selected_step,
             "selected_snapped": result.snapped,
-            "steps_trained": result.stopped_at_step,
+            "steps_trained": max(results[r].stopped_at_step for r in group),
             "diverged_at_step": result.diverged_at_step,
             "settings": work["settings"],
         }

@@ -27,6 +27,7 @@ UNITS = ("nac", "nalu", "nau", "nmu", "inalu", "realnpu", "nmru", "linear", "rel
 
 # The default model's layers (model.unit "default"): see README, "The default model".
 DEFAULT_LAYERS = ("nau", "gated")
+DEFAULT_RESTARTS = 4
 
 Interval = list  # [lo, hi]
 
@@ -57,6 +58,15 @@ class ModelConfig:
     unit: str = "default"
     layers: list | None = None  # e.g. [nau, nmu]; null means [unit, unit]
     hidden_size: int = 2
+    # Independent initialisations trained together; the one with the lowest interpolation
+    # validation MSE is the model. null: DEFAULT_RESTARTS for the default model, 1 otherwise.
+    restarts: int | None = None
+
+    @property
+    def restart_count(self) -> int:
+        if self.restarts is not None:
+            return self.restarts
+        return DEFAULT_RESTARTS if self.unit == "default" and not self.layers else 1
 
     @property
     def layer_units(self) -> list[str]:
@@ -202,6 +212,7 @@ def validate(config: Config) -> Config:
         "task.validation_size": task.validation_size,
         "task.test_size": task.test_size,
         "model.hidden_size": model.hidden_size,
+        "model.restarts": model.restart_count,
         "training.steps": training.steps,
         "training.batch_size": training.batch_size,
         "training.eval_every": training.eval_every,
@@ -298,7 +309,7 @@ def resolve(file_settings: dict | None = None, overrides: dict | None = None) ->
 def parse_architecture(name: str) -> dict:
     """'nau' -> both layers nau; 'nau-nmu' -> layers [nau, nmu] (as model config settings)."""
     if name == "default":
-        return {"unit": "default", "layers": list(DEFAULT_LAYERS)}
+        return {"unit": "default", "layers": None}
     parts = name.split("-")
     if len(parts) == 1:
         return {"unit": parts[0], "layers": [parts[0], parts[0]]}

@@ -18,7 +18,7 @@ import numpy as np
 from nalu_cli.config import TaskConfig
 
 # Stream identifiers: every split draws from its own seed, forked from the run seed.
-PLACEMENT_STREAM, VALIDATION_STREAM, TEST_STREAM, TRAIN_STREAM, THRESHOLD_STREAM, BASELINE_STREAM = range(6)
+PLACEMENT_STREAM, VALIDATION_STREAM, TEST_STREAM, TRAIN_STREAM, THRESHOLD_STREAM, BASELINE_STREAM, RESTART_STREAM = range(7)
 SUCCESS_EPSILON = 1e-5
 THRESHOLD_SAMPLES = 1_000_000
 

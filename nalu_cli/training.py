@@ -56,11 +56,21 @@ class Replica:
     data_seed: int
 
     @classmethod
-    def for_seed(cls, config: Config, seed: int) -> "Replica":
-        """What `nalu train --seed seed` trains: everything derived from that one seed."""
+    def for_seed(cls, config: Config, seed: int, restart: int = 0) -> "Replica":
+        """What `nalu train --seed seed` trains: everything derived from that one seed.
+
+        Restart k > 0 learns the same task (slices, validation and test sets) from its own
+        initialisation and data stream; restart 0 is the run without restarts.
+        """
         spec = tasks.TaskSpec.from_config(config.task, seed)
-        data_seed = int(tasks.fork(seed, tasks.TRAIN_STREAM).integers(2**31))
-        return cls(init_seed=seed, spec=spec, data_seed=data_seed)
+        if restart == 0:
+            return cls(init_seed=seed, spec=spec, data_seed=int(tasks.fork(seed, tasks.TRAIN_STREAM).integers(2**31)))
+        init_seed, data_seed = np.random.SeedSequence(seed, spawn_key=(tasks.RESTART_STREAM, restart)).generate_state(2)
+        return cls(init_seed=int(init_seed) % 2**31, spec=spec, data_seed=int(data_seed) % 2**31)
+
+    @classmethod
+    def with_restarts(cls, config: Config, seed: int) -> list["Replica"]:
+        return [cls.for_seed(config, seed, restart) for restart in range(config.model.restart_count)]
 
 
 @dataclass
@@ -336,18 +346,23 @@ class ReplicaTrainer:
         early_stop: bool,
         on_eval: Callable[[int, list[dict], list[ReplicaResult]], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        groups: list[list[int]] | None = None,
     ) -> list[ReplicaResult]:
         """Train up to `steps`, evaluating every `eval_every`; per replica keep the lowest-interpolation checkpoint.
 
         With early_stop, a replica stops once its selected checkpoint meets the success criterion.
+        `groups` are restarts of one model: a group's model is its member with the lowest
+        interpolation MSE (`chosen`), and the whole group stops once that one succeeds.
         `should_stop` is asked between chunks (an interrupt); `self.interrupted` says if it ended the fit.
         Calling fit again, or after `load_state`, continues where the last call ended.
         """
         started = time.perf_counter()
         self.interrupted = False
+        groups = groups or [[r] for r in range(len(self.replicas))]
         if self.results is None:
             self.results = [ReplicaResult() for _ in self.replicas]
             entries = self._record(np.full(len(self.replicas), np.nan), early_stop, started)
+            self._stop_solved_groups(groups, early_stop)
             if on_eval:
                 on_eval(self.step, entries, self.results)
         while self.step < steps and self.active.any():
@@ -356,12 +371,28 @@ class ReplicaTrainer:
                 return self.results
             losses = self.train(min(eval_every, steps - self.step))
             entries = self._record(losses, early_stop, started)
+            self._stop_solved_groups(groups, early_stop)
             if on_eval:
                 on_eval(self.step, entries, self.results)
         for result in self.results:
             if result.stopped_at_step is None:
                 result.stopped_at_step = self.step
         return self.results
+
+    def chosen(self, group: list[int]) -> int:
+        """The member of a group of restarts with the lowest interpolation MSE (selection never sees extrapolation)."""
+        return min(group, key=lambda r: (self.results[r].interpolation_mse, r))
+
+    def _stop_solved_groups(self, groups: list[list[int]], early_stop: bool) -> None:
+        if not early_stop:
+            return
+        for group in groups:
+            best = self.chosen(group)
+            if self.results[best].extrapolation_mse < self.thresholds[best]:
+                for r in group:
+                    self.active[r] = False
+                    if self.results[r].stopped_at_step is None:
+                        self.results[r].stopped_at_step = self.step
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
@@ -507,8 +538,10 @@ def _run(config: Config, out: Path, on_progress, should_stop, resume_from: Path 
 
     started = time.perf_counter()
     training = config.training
-    replica = Replica.for_seed(config, config.seed)
-    trainer = ReplicaTrainer(config.model, training, [replica])
+    replicas = Replica.with_restarts(config, config.seed)
+    replica = replicas[0]
+    trainer = ReplicaTrainer(config.model, training, replicas)
+    everyone = [list(range(len(replicas)))]
     previous_seconds = 0.0
     if resume_from is not None:
         arrays, scalars = read_checkpoint(resume_from)
@@ -524,8 +557,10 @@ def _run(config: Config, out: Path, on_progress, should_stop, resume_from: Path 
         return previous_seconds + time.perf_counter() - train_started
 
     def on_eval(step, entries, results):
+        chosen = trainer.chosen(everyone[0])
         entry = {
-            **entries[0],
+            **entries[chosen],
+            **({"restart": chosen} if len(replicas) > 1 else {}),
             "success_threshold": threshold,
             "elapsed_seconds": round(seconds_so_far(), 4),
             "steps_per_second": step / seconds_so_far() if step else 0.0,
@@ -542,7 +577,9 @@ def _run(config: Config, out: Path, on_progress, should_stop, resume_from: Path 
             on_progress({**entry, "total_steps": training.steps})
 
     try:
-        (result,) = trainer.fit(training.steps, training.eval_every, training.early_stop, on_eval, should_stop)
+        results = trainer.fit(training.steps, training.eval_every, training.early_stop, on_eval, should_stop, everyone)
+        chosen = trainer.chosen(everyone[0])
+        result = results[chosen]
     finally:
         metrics.close()
         writer.close()
@@ -578,7 +615,9 @@ def _run(config: Config, out: Path, on_progress, should_stop, resume_from: Path 
         "success": success,
         "solved_at_step": result.solved_at_step,
         "diverged_at_step": result.diverged_at_step,
-        "divergence_events": int(trainer.divergence_events[0]),
+        "divergence_events": int(trainer.divergence_events.sum()),
+        "restarts": len(replicas),
+        "chosen_restart": chosen,
         "train_seconds": round(train_seconds, 3),
         "wall_seconds": round(time.perf_counter() - started, 3),
         "steps_per_second": round(trainer.step / train_seconds, 1) if train_seconds > 0 else None,

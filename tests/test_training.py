@@ -59,3 +59,28 @@ def test_selection_ignores_the_extrapolation_set():
     best = min(history, key=lambda entry: entry["interpolation_mse"])
     assert result.selected_step == best["step"]
     assert result.extrapolation_mse == best["extrapolation_mse"]
+
+
+def test_restarts_share_the_task_but_not_initialisation_or_data():
+    config = resolve({"model": {"unit": "default"}})
+    restarts = Replica.with_restarts(config, seed=5)
+    assert len(restarts) == config.model.restart_count == 4
+    assert restarts[0] == Replica.for_seed(config, 5)  # restart 0 is the run without restarts
+    assert len({r.spec for r in restarts}) == 1
+    assert len({r.init_seed for r in restarts}) == 4 and len({r.data_seed for r in restarts}) == 4
+
+
+def test_a_group_of_restarts_is_the_member_with_lowest_interpolation_error():
+    config = config_for("nau", op="add", learning_rate=0.05, early_stop=False)
+    replicas = [Replica.for_seed(config, 1, restart) for restart in range(3)]
+    trainer = ReplicaTrainer(config.model, config.training, replicas)
+    results = trainer.fit(1500, 500, False, groups=[[0, 1, 2]])
+    chosen = trainer.chosen([0, 1, 2])
+    assert results[chosen].interpolation_mse == min(r.interpolation_mse for r in results)
+
+
+def test_only_the_default_model_restarts_by_default():
+    assert resolve({}).model.restart_count == 4
+    assert resolve({"model": {"unit": "nalu"}}).model.restart_count == 1
+    assert resolve({"model": {"layers": ["nau", "gated"]}}).model.restart_count == 1
+    assert resolve({"model": {"unit": "nalu", "restarts": 3}}).model.restart_count == 3
