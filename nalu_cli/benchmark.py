@@ -86,6 +86,7 @@ def run_group(work: dict) -> list[dict]:
 
     tf = import_tensorflow()
     _single_thread(tf)
+    from nalu_cli.evaluation import finite_or_none
     from nalu_cli.training import Replica, ReplicaTrainer
 
     config: Config = from_dict(work["config"])
@@ -109,8 +110,8 @@ def run_group(work: dict) -> list[dict]:
             "success": bool(result.extrapolation_mse < threshold),
             "solved_at_step": result.solved_at_step,
             "solved_at_seconds": result.solved_at_seconds,
-            "interpolation_mse": _finite_or_none(result.interpolation_mse),
-            "extrapolation_mse": _finite_or_none(result.extrapolation_mse),
+            "interpolation_mse": finite_or_none(result.interpolation_mse),
+            "extrapolation_mse": finite_or_none(result.extrapolation_mse),
             "threshold": float(threshold),
             "sparsity_error": trainer.sparsity_error(result.selected_params),
             "selected_step": result.selected_step,
@@ -144,10 +145,6 @@ def _normalized_errors(config: Config, spec, trainer, result) -> dict:
         "normalized_interpolation": normalized_error(result.interpolation_mse, baseline["interpolation"]),
         "normalized_extrapolation": normalized_error(result.extrapolation_mse, baseline["extrapolation"]),
     }
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
 
 
 # -- the results file -------------------------------------------------------------------------------

@@ -111,12 +111,6 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def _type_name(tp: Any) -> str:
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
-        tp, "a list"
-    )
-
-
 def _coerce(key: str, value: Any, tp: Any) -> Any:
     """Check `value` against the annotated type `tp`, naming `key` when it does not fit."""
     origin = typing.get_origin(tp)

@@ -30,6 +30,19 @@ def mse(prediction: np.ndarray, target: np.ndarray) -> float:
         return float(np.mean(error * error))
 
 
+def finite_or_none(value: float) -> float | None:
+    """JSON-friendly: a non-finite figure (an overflowing model) is reported as null."""
+    return value if math.isfinite(value) else None
+
+
+def relative_error(model_mse: float, target: np.ndarray) -> float | None:
+    """sqrt(MSE / mean(y^2)): error relative to the targets' size, comparable across ranges."""
+    target = target.astype(np.float64)
+    if not math.isfinite(model_mse):
+        return None
+    return finite_or_none(math.sqrt(model_mse / float(np.mean(target * target))))
+
+
 def random_baseline_mse(model_config, spec: tasks.TaskSpec, datasets: dict) -> dict:
     """Median MSE of BASELINE_MODELS freshly initialised models of the run's architecture, per dataset."""
     from nalu_cli.model import build_model
@@ -66,7 +79,7 @@ def evaluate(path: Path) -> dict:
     for name, (x, y) in datasets.items():
         model_mse = mse(predict(x), y)
         report[name] = {
-            "mse": model_mse if math.isfinite(model_mse) else None,
+            "mse": finite_or_none(model_mse),
             "threshold": thresholds[name],
             "below_threshold": bool(model_mse < thresholds[name]),
             "random_baseline_mse": baseline[name],
@@ -111,15 +124,14 @@ def extrapolate(path: Path, ranges: list[list[list[float]]] | None = None, sampl
         rng = tasks.fork(spec.seed + 1_000_003 * (index + 1), tasks.TEST_STREAM)
         x, y = tasks.sample_numpy(spec, intervals, samples, rng)
         model_mse = mse(predict(x), y)
-        target_power = float(np.mean(y.astype(np.float64) ** 2))
         threshold = tasks.success_threshold(spec, intervals, samples=100_000)
         rows.append(
             {
                 "range": intervals,
                 "max_abs_input": max(abs(v) for interval in intervals for v in interval),
-                "mse": model_mse if math.isfinite(model_mse) else None,
+                "mse": finite_or_none(model_mse),
                 "overflow": not math.isfinite(model_mse),
-                "relative_error": math.sqrt(model_mse / target_power) if math.isfinite(model_mse) else None,
+                "relative_error": relative_error(model_mse, y),
                 "threshold": threshold,
                 "success": bool(model_mse < threshold),
             }

@@ -22,6 +22,7 @@ import numpy as np
 
 from nalu_cli import tasks
 from nalu_cli.errors import NaluError
+from nalu_cli.evaluation import finite_or_none, mse, relative_error
 from nalu_cli.rundir import (
     KERAS_FILE,
     ModelSource,
@@ -376,9 +377,9 @@ def _deviations(layer, params: dict, exact: dict | None, gates, tolerance: float
                 {
                     "layer": layer.name,
                     "weight": f"{name}[{', '.join(str(int(i)) for i in index)}]",
-                    "value": _finite_or_none(float(values[index])),
-                    "exact": _finite_or_none(float(target[index]) + 0.0),  # + 0.0: no "-0"
-                    "deviation": _finite_or_none(float(deviation[index])),
+                    "value": finite_or_none(float(values[index])),
+                    "exact": finite_or_none(float(target[index]) + 0.0),  # + 0.0: no "-0"
+                    "deviation": finite_or_none(float(deviation[index])),
                 }
             )
     # An input-dependent gate (NALU) is no weight: report its mean on the validation set.
@@ -436,7 +437,7 @@ def _inspect(loaded: _Loaded, path: Path, tolerance: float) -> dict:
         "matches": reading["unreadable"] is None and reading["canon"] == true_canon(spec),
         "unreadable": reading["unreadable"],
         "layers": reading["layers"],
-        "sparsity_error": _finite_or_none(sparsity),
+        "sparsity_error": finite_or_none(sparsity),
         "tolerance": tolerance,
         "deviating_weights": deviating,
         "weights_total": int(
@@ -455,7 +456,6 @@ def snap(path: Path, out: Path, overwrite: bool = False) -> dict:
     on the extrapolation range scaled by FAR_FACTOR: a correctly snapped model is exact there
     up to float precision.
     """
-    from nalu_cli.evaluation import mse
     from nalu_cli.export import write_saved_model
     from nalu_cli.model import set_params
 
@@ -479,15 +479,15 @@ def snap(path: Path, out: Path, overwrite: bool = False) -> dict:
     else:
         accepted = math.isfinite(after)
     far_range, far_x, far_y = _far_sample(loaded.spec)
-    far_before = _relative_error(_predict(loaded, loaded.params, far_x), far_y)
-    far_after = _relative_error(_predict(loaded, snapped, far_x), far_y)
+    far_before = relative_error(mse(_predict(loaded, loaded.params, far_x), far_y), far_y)
+    far_after = relative_error(mse(_predict(loaded, snapped, far_x), far_y), far_y)
     report = {
         "path": str(path),
         "out": str(out),
         "expression": reading["expression"],
         "matches": reading["unreadable"] is None and reading["canon"] == true_canon(loaded.spec),
-        "interpolation_mse_before": _finite_or_none(before),
-        "interpolation_mse_after": _finite_or_none(after),
+        "interpolation_mse_before": finite_or_none(before),
+        "interpolation_mse_after": finite_or_none(after),
         "accepted": bool(accepted),
         "saved": False,
         "far": {
@@ -524,14 +524,3 @@ def _far_sample(spec: tasks.TaskSpec):
     rng = tasks.fork(spec.seed, tasks.TEST_STREAM)
     x = tasks.uniform_union_numpy(rng, intervals, (FAR_SAMPLES, spec.input_size), dtype=np.float32)
     return intervals, x, tasks.targets_numpy(spec, x)
-
-
-def _relative_error(prediction: np.ndarray, target: np.ndarray) -> float | None:
-    error = prediction.astype(np.float64) - target
-    with np.errstate(over="ignore", invalid="ignore"):
-        value = math.sqrt(float(np.mean(error * error)) / float(np.mean(target * target)))
-    return value if math.isfinite(value) else None
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
