@@ -286,8 +286,13 @@ class ReplicaTrainer:
             errors["snapped_params"] = [{k: v.numpy() for k, v in layer.items()} for layer in results["snapped_params"]]
         return errors
 
-    def replica_params(self, index: int) -> list[dict]:
-        return [{name: value.numpy()[index] for name, value in layer.items()} for layer in self.params]
+    def replica_params(self, index: int, params_numpy: list[dict] | None = None) -> list[dict]:
+        """One replica's weights; pass `params_numpy` (all replicas, as numpy) to avoid converting again."""
+        params_numpy = params_numpy or self._params_numpy()
+        return [{name: value[index] for name, value in layer.items()} for layer in params_numpy]
+
+    def _params_numpy(self) -> list[dict]:
+        return [{name: value.numpy() for name, value in layer.items()} for layer in self.params]
 
     def sparsity_error(self, params: list[dict]) -> float:
         """max over weights of min(|W|, |1 - |W||) for one replica's parameters (0 if the units have none)."""
@@ -297,6 +302,7 @@ class ReplicaTrainer:
     def _record(self, losses: np.ndarray, early_stop: bool, started: float) -> list[dict]:
         """Evaluate every replica; update its selected checkpoint (interpolation MSE only) and solved-at step."""
         errors = self.evaluate()
+        params_numpy = None  # converted once per evaluation, and only if a replica improves
         entries = []
         for r, result in enumerate(self.results):
             entry = {
@@ -309,7 +315,8 @@ class ReplicaTrainer:
             interpolation = entry["interpolation_mse"]
             if math.isfinite(interpolation) and interpolation < result.interpolation_mse:
                 result.selected_step = self.step
-                result.selected_params = self.replica_params(r)
+                params_numpy = params_numpy or self._params_numpy()
+                result.selected_params = self.replica_params(r, params_numpy)
                 result.interpolation_mse = interpolation
                 result.extrapolation_mse = entry["extrapolation_mse"]
                 result.snapped = False
