@@ -23,6 +23,9 @@ from nalu_cli.errors import NaluError
 OPS = ("add", "sub", "mul", "div", "square", "sqrt")
 # Units the model builder knows; kept here (not in nalu_cli.units) so that
 # validating a config never imports TensorFlow.
+# adam: Adam as published. split-adam: Adam with each weight matrix's gradient split into its
+# mean over the inputs (the common mode) and the rest, each part with its own moments (see training.py).
+OPTIMIZERS = ("split-adam", "adam")
 UNITS = ("nac", "nalu", "nau", "nmu", "inalu", "realnpu", "nmru", "linear", "relu", "gated")
 
 # The default model's layers (model.unit "default"): see README, "The default model".
@@ -86,6 +89,8 @@ class TrainingConfig:
     steps: int = 30_000
     batch_size: int = 128
     learning_rate: float = 1e-2
+    # split-adam (default) or adam; see OPTIMIZERS.
+    optimizer: str = "split-adam"
     # Steps per compiled call; the model is evaluated after each chunk.
     eval_every: int = 1_000
     # Stop once the checkpoint selected on interpolation error meets the success criterion.
@@ -212,6 +217,8 @@ def validate(config: Config) -> Config:
         "training.eval_every": training.eval_every,
         "training.learning_rate": training.learning_rate,
     }
+    if training.optimizer not in OPTIMIZERS:
+        raise NaluError(f"unknown optimizer '{training.optimizer}' (choose from {', '.join(OPTIMIZERS)})")
     for key, value in positive.items():
         if value <= 0:
             raise NaluError(f"config key '{key}' must be positive, got {value!r}")

@@ -132,6 +132,11 @@ class ReplicaTrainer:
         self.params = tf.nest.map_structure(lambda *leaves: tf.constant(np.stack(leaves)), *[get_params(m) for m in models])
         self.m = tf.nest.map_structure(tf.zeros_like, self.params)
         self.v = tf.nest.map_structure(tf.zeros_like, self.params)
+        # split-adam: moments of the common mode (mean over the input axis) of each weight matrix.
+        self.split = _split_weights(self.params, training.optimizer)
+        common = lambda t: tf.zeros_like(t[..., :1, :])  # noqa: E731
+        self.mc = [{name: common(layer[name]) for name in names} for layer, names in zip(self.params, self.split)]
+        self.vc = tf.nest.map_structure(tf.zeros_like, self.mc)
         self.active = np.ones(len(replicas), dtype=bool)
         self.lr_scale = np.ones(len(replicas), dtype=np.float32)
         self.divergence_events = np.zeros(len(replicas), dtype=np.int64)
@@ -177,10 +182,10 @@ class ReplicaTrainer:
             return per_replica, per_replica + penalty
 
         @tf.function(reduce_retracing=True, autograph=False)  # plain graph code: no Python control flow to convert
-        def chunk(start, n, params, m, v, active, lr_scale):
+        def chunk(start, n, params, m, v, mc, vc, active, lr_scale):
             replica_lr = lr * (lr_scale[0] if single else lr_scale)  # one learning rate per replica
 
-            def body(i, params, m, v, loss_sum):
+            def body(i, params, m, v, mc, vc, loss_sum):
                 step = start + i
                 x, y = batches(step)
                 with tf.GradientTape() as tape:
@@ -190,25 +195,18 @@ class ReplicaTrainer:
                 grads = tape.gradient(total, params)
                 t = tf.cast(step + 1, tf.float32)
                 step_size = replica_lr * tf.sqrt(1.0 - ADAM_BETA_2**t) / (1.0 - ADAM_BETA_1**t)
-                m = tf.nest.map_structure(lambda m_, g: ADAM_BETA_1 * m_ + (1 - ADAM_BETA_1) * g, m, grads)
-                v = tf.nest.map_structure(lambda v_, g: ADAM_BETA_2 * v_ + (1 - ADAM_BETA_2) * g * g, v, grads)
-                updated = tf.nest.map_structure(
-                    lambda p, m_, v_: p - _per_replica(step_size, p) * m_ / (tf.sqrt(v_) + ADAM_EPSILON), params, m, v
-                )
-                params = [layer.clip(**p) for layer, p in zip(self.layers, updated)]
-                return i + 1, params, m, v, loss_sum + mse
+                params, m, v, mc, vc = _adam_step(params, grads, m, v, mc, vc, step_size)
+                params = [layer.clip(**p) for layer, p in zip(self.layers, params)]
+                return i + 1, params, m, v, mc, vc, loss_sum + mse
 
             zero = tf.constant(0, tf.int64)
-            initial = (zero, to_compute(params), to_compute(m), to_compute(v), tf.zeros([len(replicas)]))
-            _, new_params, new_m, new_v, loss_sum = tf.while_loop(
-                lambda i, *_: i < n, body, initial, parallel_iterations=1
-            )
+            state = (params, m, v, mc, vc)
+            initial = (zero, *map(to_compute, state), tf.zeros([len(replicas)]))
+            _, *new_state, loss_sum = tf.while_loop(lambda i, *_: i < n, body, initial, parallel_iterations=1)
             # Finished or diverged replicas keep their state (computed, then discarded: cheaper than masking per step).
             keep_new = lambda new, old: _where(active, new, old)  # noqa: E731
             return (
-                tf.nest.map_structure(keep_new, from_compute(new_params), params),
-                tf.nest.map_structure(keep_new, from_compute(new_m), m),
-                tf.nest.map_structure(keep_new, from_compute(new_v), v),
+                *(tf.nest.map_structure(keep_new, from_compute(new), old) for new, old in zip(new_state, state)),
                 loss_sum / tf.cast(n, tf.float32),
             )
 
@@ -255,18 +253,18 @@ class ReplicaTrainer:
         """
         import tensorflow as tf
 
-        before = (self.params, self.m, self.v)
-        params, m, v, loss = self._chunk(
-            tf.constant(self.step, tf.int64), tf.constant(n, tf.int64), self.params, self.m, self.v,
+        before = (self.params, self.m, self.v, self.mc, self.vc)
+        *after, loss = self._chunk(
+            tf.constant(self.step, tf.int64), tf.constant(n, tf.int64), *before,
             tf.constant(self.active), tf.constant(self.lr_scale),
         )
         loss = loss.numpy()
-        finite = np.isfinite(loss) & _finite_per_replica(params)
+        finite = np.isfinite(loss) & _finite_per_replica(after[0])
         diverged = self.active & ~finite
         keep = tf.constant(finite)
-        self.params, self.m, self.v = (
-            tf.nest.map_structure(lambda new, old: _where(keep, new, old), after, old_state)
-            for after, old_state in zip((params, m, v), before)
+        self.params, self.m, self.v, self.mc, self.vc = (
+            tf.nest.map_structure(lambda new, old: _where(keep, new, old), new_state, old_state)
+            for new_state, old_state in zip(after, before)
         )
         self.divergence_events += diverged
         self.lr_scale[diverged] *= 0.5
@@ -405,7 +403,7 @@ class ReplicaTrainer:
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
         """Everything needed to continue exactly: arrays (weights, Adam moments, selections) and scalars."""
         arrays = {}
-        for kind, tree in (("params", self.params), ("m", self.m), ("v", self.v)):
+        for kind, tree in (("params", self.params), ("m", self.m), ("v", self.v), ("mc", self.mc), ("vc", self.vc)):
             for index, layer in enumerate(tree):
                 for name, value in layer.items():
                     arrays[f"{kind}/{index}/{name}"] = value.numpy()
@@ -427,12 +425,13 @@ class ReplicaTrainer:
     def load_state(self, arrays: dict[str, np.ndarray], scalars: dict) -> None:
         import tensorflow as tf
 
-        for kind in ("params", "m", "v"):
-            tree = [
-                {name: tf.constant(arrays[f"{kind}/{index}/{name}"]) for name in layer}
-                for index, layer in enumerate(getattr(self, kind))
-            ]
-            setattr(self, kind, tree)
+        for kind in ("params", "m", "v", "mc", "vc"):
+            tree = getattr(self, kind)
+            missing = [f"{kind}/{i}/{name}" for i, layer in enumerate(tree) for name in layer]
+            missing = [key for key in missing if key not in arrays]
+            if missing:
+                raise NaluError(f"checkpoint has no {missing[0]}: it was written by another nalu version or optimizer")
+            setattr(self, kind, [{name: tf.constant(arrays[f"{kind}/{i}/{name}"]) for name in layer} for i, layer in enumerate(tree)])
         self.active = arrays["active"].astype(bool)
         self.lr_scale = arrays["lr_scale"].astype(np.float32)
         self.divergence_events = arrays["divergence_events"].astype(np.int64)
@@ -446,6 +445,48 @@ class ReplicaTrainer:
                     {name: arrays[f"{prefix}{index}/{name}"] for name in layer} for index, layer in enumerate(self.params)
                 ]
             self.results.append(result)
+
+
+def _split_weights(params, optimizer: str) -> list[tuple[str, ...]]:
+    """Per layer, the weights whose common mode split-adam moves with its own moments.
+
+    Weight matrices ([R, in, out]) with more than one input; none for plain adam.
+    """
+    if optimizer == "adam":
+        return [() for _ in params]
+    return [tuple(name for name, value in layer.items() if value.shape.rank == 3 and value.shape[1] > 1) for layer in params]
+
+
+def _adam_step(params, grads, m, v, mc, vc, step_size):
+    """One Adam step (Keras form); for the weights in `mc`, split-adam.
+
+    Split-adam: a weight matrix's gradient G is split into its mean over the input axis,
+    C = mean_i G_ij, and the rest G - C; each part has its own first and second moments,
+    and the step is the sum of the two Adam steps. Inputs that share a mean (U[1, 2] has
+    mean 1.5 on every coordinate) put one large common term C in every input's gradient;
+    plain Adam divides the informative rest by that term's size, so the differences that
+    tell the inputs apart move at a tiny fraction of the learning rate. Split, each part
+    moves at the learning rate.
+    """
+    import tensorflow as tf
+
+    def moments(m_, v_, g):
+        m_ = ADAM_BETA_1 * m_ + (1 - ADAM_BETA_1) * g
+        v_ = ADAM_BETA_2 * v_ + (1 - ADAM_BETA_2) * g * g
+        return m_, v_, m_ / (tf.sqrt(v_) + ADAM_EPSILON)
+
+    new = [({}, {}, {}, {}, {}) for _ in params]
+    for layer, (p_l, g_l, m_l, v_l, mc_l, vc_l) in enumerate(zip(params, grads, m, v, mc, vc)):
+        out_p, out_m, out_v, out_mc, out_vc = new[layer]
+        for name, p in p_l.items():
+            g, direction = g_l[name], 0.0
+            if name in mc_l:
+                common = tf.reduce_mean(g, axis=-2, keepdims=True)
+                g = g - common
+                out_mc[name], out_vc[name], direction = moments(mc_l[name], vc_l[name], common)
+            out_m[name], out_v[name], rest = moments(m_l[name], v_l[name], g)
+            out_p[name] = p - _per_replica(step_size, p) * (rest + direction)
+    return tuple([layer[k] for layer in new] for k in range(5))
 
 
 def _can_snap(layers, params) -> bool:

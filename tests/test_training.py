@@ -84,3 +84,76 @@ def test_only_the_default_model_restarts_by_default():
     assert resolve({"model": {"unit": "nalu"}}).model.restart_count == 1
     assert resolve({"model": {"layers": ["nau", "gated"]}}).model.restart_count == 1
     assert resolve({"model": {"unit": "nalu", "restarts": 3}}).model.restart_count == 3
+
+
+def _run_adam_step(params, grads, split, steps=3, lr=0.01):
+    """Apply `_adam_step` `steps` times with the same gradients; returns the final weights."""
+    import tensorflow as tf
+
+    from nalu_cli.training import _adam_step
+
+    params = [{k: tf.constant(v) for k, v in layer.items()} for layer in params]
+    grads = [{k: tf.constant(v) for k, v in layer.items()} for layer in grads]
+    m = tf.nest.map_structure(tf.zeros_like, params)
+    v = tf.nest.map_structure(tf.zeros_like, params)
+    mc = [{k: tf.zeros_like(layer[k][..., :1, :]) for k in names} for layer, names in zip(params, split)]
+    vc = tf.nest.map_structure(tf.zeros_like, mc)
+    for step in range(steps):
+        t = step + 1.0
+        step_size = tf.constant([lr * np.sqrt(1 - 0.999**t) / (1 - 0.9**t)], tf.float32)
+        params, m, v, mc, vc = _adam_step(params, grads, m, v, mc, vc, step_size)
+    return [{k: t.numpy() for k, t in layer.items()} for layer in params]
+
+
+def test_plain_adam_is_keras_adam():
+    import keras
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(1, 5, 2)).astype(np.float32)
+    g = rng.normal(size=(1, 5, 2)).astype(np.float32)
+    ours = _run_adam_step([{"w": w}], [{"w": g}], split=[()])[0]["w"]
+    variable = keras.Variable(w[0])
+    optimizer = keras.optimizers.Adam(learning_rate=0.01)
+    for _ in range(3):
+        optimizer.apply([keras.ops.convert_to_tensor(g[0])], [variable])
+    np.testing.assert_allclose(ours[0], variable.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_split_adam_moves_what_tells_inputs_apart_at_the_learning_rate():
+    """A large gradient shared by every input (the inputs' common mean) plus small differences
+    between inputs: Adam moves the differences by a tiny fraction of the learning rate, split-adam
+    moves them by about the learning rate, and the shared part by the learning rate in both."""
+    rng = np.random.default_rng(1)
+    n, lr = 100, 0.01
+    w = np.zeros((1, n, 1), np.float32)
+    differences = 0.01 * rng.permutation(np.tile([1.0, -1.0], n // 2)).reshape(1, n, 1).astype(np.float32)
+    g = (100.0 + differences).astype(np.float32)
+    for split, expected_spread in (((), 1e-3), (("w",), 1.0)):
+        moved = -_run_adam_step([{"w": w}], [{"w": g}], split=[split], steps=1, lr=lr)[0]["w"]
+        spread = (moved - moved.mean()) / differences  # movement of each weight against its difference
+        common = moved.mean()
+        np.testing.assert_allclose(common, lr, rtol=0.05)
+        if split:
+            # Every weight moves by lr * (1 + sign of its difference): the rest gets its own full step.
+            np.testing.assert_allclose(spread * 0.01, lr, rtol=0.05)
+        else:
+            assert np.abs(spread * 0.01).max() < lr * expected_spread
+
+
+def test_split_adam_splits_weight_matrices_with_several_inputs_only():
+    from nalu_cli.training import _split_weights
+    import tensorflow as tf
+
+    params = [{"w": tf.zeros((3, 100, 2)), "g": tf.zeros((3, 100))}, {"w": tf.zeros((3, 1, 1))}]
+    assert _split_weights(params, "split-adam") == [("w",), ()]
+    assert _split_weights(params, "adam") == [(), ()]
+
+
+def test_nau_nmu_learns_multiplication_with_split_adam():
+    """a*b on the literature's task: the published NMU needs a median 1.4e6 steps; with split-adam
+    NAU -> NMU solves seed 0 within the default 30,000 steps (measured: step 14,000)."""
+    config = resolve({"task": {"op": "mul"}, "model": {"layers": ["nau", "nmu"]}})
+    trainer = ReplicaTrainer(config.model, config.training, [Replica.for_seed(config, 0)])
+    (result,) = trainer.fit(config.training.steps, config.training.eval_every, True)
+    assert result.solved_at_step is not None and result.solved_at_step <= 30_000
+    assert result.extrapolation_mse < trainer.thresholds[0]
