@@ -23,4 +23,7 @@ def import_tensorflow():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+    # Python-side warnings too (e.g. "N calls triggered tf.function retracing" when a benchmark
+    # worker builds one trainer per group of seeds): expected here, and noise for a user.
+    tensorflow.get_logger().setLevel("ERROR")
     return tensorflow

@@ -27,6 +27,11 @@ class Gated(ArithmeticUnit):
     """
 
     weight_names = ("w_add", "w_pow", "g_pow", "mix")
+    # Training keeps the gate this far from 0 and 1: at exactly 1 the product path gets no
+    # gradient at all, and a gate that reached "sum" early (the sum path fits a large mean
+    # fastest) could never leave it. Inside the margin Adam still moves both paths at full
+    # speed, and `snap` puts the gate exactly at 0 or 1.
+    MIX_MARGIN = 0.01
     discrete_weight_names = ("w_add", "mix")
     regularizer_schedule = (0.01, 5_000, 50_000)
 
@@ -57,7 +62,7 @@ class Gated(ArithmeticUnit):
             **params,
             "w_add": ops.clip(w_add, -1.0, 1.0),
             "g_pow": ops.clip(g_pow, 0.0, 1.0),
-            "mix": ops.clip(mix, 0.0, 1.0),
+            "mix": ops.clip(mix, self.MIX_MARGIN, 1.0 - self.MIX_MARGIN),
         }
 
     def paths(self, w_add, w_pow, g_pow, **_):
