@@ -51,7 +51,8 @@ def test_clip_keeps_weights_and_gates_in_range():
     clipped = layer.clip(**params)
     assert np.all(np.abs(clipped["w_add"]) <= 1)
     assert np.all((clipped["g_pow"] >= 0) & (clipped["g_pow"] <= 1))
-    assert np.all((clipped["mix"] >= 0) & (clipped["mix"] <= 1))
+    margin = Gated.MIX_MARGIN
+    assert np.all((clipped["mix"] >= margin) & (clipped["mix"] <= 1 - margin))
     np.testing.assert_array_equal(clipped["w_pow"], params["w_pow"])
 
 
@@ -89,3 +90,18 @@ def test_keras_round_trip(tmp_path):
     model.save(tmp_path / "gated.keras")
     reloaded = keras.saving.load_model(tmp_path / "gated.keras")
     np.testing.assert_array_equal(np.asarray(reloaded(x)), np.asarray(model(x)))
+
+
+def test_a_gate_pushed_to_sum_still_trains_the_product_path():
+    """Training clips the gate inside [0, 1]: at "all sum" the product path keeps a gradient,
+    so a restart whose gate reached the sum path first can still move to products."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(4)
+    layer = random_layer(rng, fan_in=2, units=1)
+    params = layer.clip(**{**{k: tf.constant(v) for k, v in layer.params().items()}, "mix": tf.constant([5.0])})
+    x = tf.constant(rng.uniform(1, 2, (16, 2)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(params["w_pow"])
+        total = tf.reduce_sum(layer.forward(x, **params))
+    assert float(tf.reduce_max(tf.abs(tape.gradient(total, params["w_pow"])))) > 0
