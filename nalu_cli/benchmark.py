@@ -75,8 +75,17 @@ def make_cells(ops: list[str], units: list[str], base_settings: dict, steps: int
 
 
 def settings_key(cells: list[Cell], replicas: int, protocol: str) -> str:
-    """What makes two benchmarks' results comparable line for line."""
-    blob = json.dumps({"cells": [c.config for c in cells], "replicas": replicas, "protocol": protocol}, sort_keys=True)
+    """What makes two benchmarks' results comparable line for line.
+
+    nalu's version is part of it: a release that trains differently (a new default optimiser,
+    a unit's initialisation) must not resume, and silently mix with, an older run's results.
+    """
+    from nalu_cli import __version__
+
+    blob = json.dumps(
+        {"cells": [c.config for c in cells], "replicas": replicas, "protocol": protocol, "nalu": __version__},
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -65,6 +65,16 @@ def test_results_of_other_settings_are_not_mixed(tmp_path):
         run_benchmark(ops=["sub"], units=["nac"], seeds=[0], out=tmp_path, base_settings=SMALL, steps=1000, workers=1)
 
 
+def test_results_of_another_nalu_version_are_not_resumed(tmp_path, monkeypatch):
+    """A nalu that trains differently must not pass off an older version's results as its own."""
+    import nalu_cli
+
+    run_benchmark(ops=["sub"], units=["nac"], seeds=[0], out=tmp_path, base_settings=SMALL, workers=1)
+    monkeypatch.setattr(nalu_cli, "__version__", nalu_cli.__version__ + ".post1")
+    with pytest.raises(NaluError, match="other settings"):
+        run_benchmark(ops=["sub"], units=["nac"], seeds=[0], out=tmp_path, base_settings=SMALL, workers=1)
+
+
 def test_ray_backend_matches_local_backend(tmp_path):
     ray = pytest.importorskip("ray")
     grid = dict(ops=["sub"], units=["nac", "nau"], seeds=[0, 1, 2], base_settings=SMALL, replicas=2)
