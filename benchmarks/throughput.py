@@ -3,7 +3,8 @@
     make bench            # or: .venv/bin/python benchmarks/throughput.py [--repeats 5]
 
 Trains the same two-layer NAU -> NMU model on the multiplication task at batch 128:
-  1. nalu's own training step (ReplicaTrainer, one model; data drawn in-graph),
+  1. nalu's own training step (ReplicaTrainer, one model; data drawn in-graph) with
+     `optimizer: adam`, the reference's exact maths; nalu's default split-adam is timed too,
   2. the numpy reference (benchmarks/numpy_reference.py: forward, backward, Adam, clipping),
   3. nalu's replica trainer at R = 32 (32 models in one graph),
 interleaving the three `--repeats` times and printing medians and ratios. Then the
@@ -30,11 +31,14 @@ sys.path.insert(0, str(HERE))
 import numpy_reference  # noqa: E402
 
 
-def nalu_trainer(replicas: int):
+def nalu_trainer(replicas: int, optimizer: str = "adam"):
+    """NAU -> NMU on a*b. `adam` is the numpy reference's exact step; nalu's default,
+    split-adam, is timed separately (it does more work per step)."""
     from nalu_cli.config import resolve
     from nalu_cli.training import Replica, ReplicaTrainer
 
-    config = resolve({"task": {"op": "mul"}, "model": {"layers": ["nau", "nmu"]}, "training": {"snap_selection": False}})
+    training = {"snap_selection": False, "optimizer": optimizer}
+    config = resolve({"task": {"op": "mul"}, "model": {"layers": ["nau", "nmu"]}, "training": training})
     trainer = ReplicaTrainer(config.model, config.training, [Replica.for_seed(config, s) for s in range(replicas)])
     trainer.train(50)  # trace the graph outside the timed region
     return trainer
@@ -89,12 +93,14 @@ def main(argv=None) -> int:
 
     import_tensorflow()
     single = nalu_trainer(1)
+    single_split = nalu_trainer(1, "split-adam")
     many = nalu_trainer(args.replicas)
     numpy_reference.run(200)  # warm numpy/BLAS
     replica_steps = max(100, args.steps // 8)
-    rates = {"nalu": [], "numpy": [], "replicas": []}
+    rates = {"nalu": [], "nalu_split_adam": [], "numpy": [], "replicas": []}
     for _ in range(args.repeats):
         rates["nalu"].append(time_trainer(single, args.steps))
+        rates["nalu_split_adam"].append(time_trainer(single_split, args.steps))
         rates["numpy"].append(numpy_reference.run(args.steps)["steps_per_second"])
         rates["replicas"].append(args.replicas * time_trainer(many, replica_steps))
     medians = {name: statistics.median(values) for name, values in rates.items()}
@@ -103,6 +109,7 @@ def main(argv=None) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "repeats": args.repeats,
         "nalu_steps_per_second": round(medians["nalu"]),
+        "nalu_split_adam_steps_per_second": round(medians["nalu_split_adam"]),
         "numpy_steps_per_second": round(medians["numpy"]),
         f"replicas_{args.replicas}_model_steps_per_second": round(medians["replicas"]),
         "nalu_over_numpy": round(medians["nalu"] / medians["numpy"], 3),
