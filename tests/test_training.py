@@ -140,11 +140,12 @@ def test_split_adam_moves_what_tells_inputs_apart_at_the_learning_rate():
             assert np.abs(spread * 0.01).max() < lr * expected_spread
 
 
-def test_split_adam_splits_weight_matrices_with_several_inputs_only():
-    from nalu_cli.training import _split_weights
+def test_split_adam_splits_the_first_layers_weight_matrices_only():
     import tensorflow as tf
 
-    params = [{"w": tf.zeros((3, 100, 2)), "g": tf.zeros((3, 100))}, {"w": tf.zeros((3, 1, 1))}]
+    from nalu_cli.training import _split_weights
+
+    params = [{"w": tf.zeros((3, 100, 2)), "g": tf.zeros((3, 100))}, {"w": tf.zeros((3, 2, 1))}]
     assert _split_weights(params, "split-adam") == [("w",), ()]
     assert _split_weights(params, "adam") == [(), ()]
 
