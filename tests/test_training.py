@@ -152,7 +152,7 @@ def test_split_adam_splits_the_first_layers_weight_matrices_only():
 
 def test_nau_nmu_learns_multiplication_with_split_adam():
     """a*b on the literature's task: the published NMU needs a median 1.4e6 steps; with split-adam
-    NAU -> NMU solves seed 0 within the default 30,000 steps (measured: step 14,000)."""
+    NAU -> NMU solves seed 0 within 30,000 steps (measured: step 14,000)."""
     config = resolve({"task": {"op": "mul"}, "model": {"layers": ["nau", "nmu"]}})
     trainer = ReplicaTrainer(config.model, config.training, [Replica.for_seed(config, 0)])
     (result,) = trainer.fit(config.training.steps, config.training.eval_every, True)
