@@ -91,10 +91,10 @@ def settings_key(cells: list[Cell], replicas: int, protocol: str) -> str:
 
 def run_group(work: dict) -> list[dict]:
     """Train one group of seeds of one cell; one result dict per seed. Runs in a worker process."""
-    from nalu_cli._tf import import_tensorflow
+    from nalu_cli._tf import import_tensorflow, use_one_thread
 
     tf = import_tensorflow()
-    _single_thread(tf)
+    use_one_thread(tf)  # workers fill the cores; one thread each is also the fastest per model
     from nalu_cli.evaluation import finite_or_none
     from nalu_cli.training import Replica, ReplicaTrainer
 
@@ -133,15 +133,6 @@ def run_group(work: dict) -> list[dict]:
             record.update(_normalized_errors(config, replica.spec, trainer, result))
         records.append(record)
     return records
-
-
-def _single_thread(tf) -> None:
-    """One thread per worker: workers fill the cores, and sums run in the same order on every backend."""
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:  # already initialised in this process (e.g. a test calling run_group directly)
-        pass
 
 
 def _normalized_errors(config: Config, spec, trainer, result) -> dict:

@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from nalu_cli import tasks
+from nalu_cli._tf import use_one_thread
 from nalu_cli.config import Config, ModelConfig, TrainingConfig, dump_yaml, load_yaml, resolve
 from nalu_cli.errors import NaluError
 from nalu_cli.export import make_meta, write_saved_model
@@ -45,6 +46,8 @@ ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7
 # A replica whose step goes non-finite is restored with half the learning rate; after this
 # many such events it is frozen at its last good state and reported as diverged.
 MAX_DIVERGENCE_EVENTS = 5
+# `nalu train` runs TF on one thread up to this many models (restarts); see _tf.use_one_thread.
+ONE_THREAD_MAX_MODELS = 8
 
 
 @dataclass(frozen=True)
@@ -591,6 +594,8 @@ def _run(config: Config, out: Path, on_progress, should_stop, resume_from: Path 
     started = time.perf_counter()
     training = config.training
     replicas = Replica.with_restarts(config, config.seed)
+    if len(replicas) <= ONE_THREAD_MAX_MODELS:
+        use_one_thread(tf)
     replica = replicas[0]
     trainer = ReplicaTrainer(config.model, training, replicas)
     everyone = [list(range(len(replicas)))]

@@ -158,3 +158,19 @@ def test_nau_nmu_learns_multiplication_with_split_adam():
     (result,) = trainer.fit(config.training.steps, config.training.eval_every, True)
     assert result.solved_at_step is not None and result.solved_at_step <= 30_000
     assert result.extrapolation_mse < trainer.thresholds[0]
+
+
+def test_small_runs_use_one_tf_thread():
+    """`nalu train` (up to ONE_THREAD_MAX_MODELS restarts) and benchmark workers run TF on one
+    thread: in a fresh process the setting takes and reads back as 1."""
+    import subprocess
+    import sys
+
+    code = (
+        "from nalu_cli._tf import import_tensorflow, use_one_thread\n"
+        "tf = import_tensorflow()\n"
+        "assert use_one_thread(tf)\n"
+        "print(tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threading.get_inter_op_parallelism_threads())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1", "1"]
