@@ -135,7 +135,7 @@ class ReplicaTrainer:
         self.params = tf.nest.map_structure(lambda *leaves: tf.constant(np.stack(leaves)), *[get_params(m) for m in models])
         self.m = tf.nest.map_structure(tf.zeros_like, self.params)
         self.v = tf.nest.map_structure(tf.zeros_like, self.params)
-        # split-adam: moments of the common mode (mean over the input axis) of each weight matrix.
+        # split-adam: moments of the common mode (mean over the inputs) of the first layer's weight matrices.
         self.split = _split_weights(self.params, training.optimizer)
         common = lambda t: tf.zeros_like(t[..., :1, :])  # noqa: E731
         self.mc = [{name: common(layer[name]) for name in names} for layer, names in zip(self.params, self.split)]
