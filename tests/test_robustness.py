@@ -143,3 +143,23 @@ def test_divergence_is_restored_counted_and_never_saved(tmp_path):
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert max(line["divergence_events"] for line in lines) == summary["divergence_events"]
     assert all(np.all(np.isfinite(value)) for layer in weights(run) for value in layer.values())
+
+
+def test_resuming_a_checkpoint_without_the_optimizer_state_is_one_clear_error(tmp_path, config_file):
+    """A checkpoint lacking the split-adam moments (written by nalu 0.1.0, or with optimizer: adam
+    and then resumed under another config) is refused with one line, and the run is left as it was."""
+    from nalu_cli import training
+
+    run = tmp_path / "run"
+    assert invoke("train", "--config", config_file, *SMALL_RUN, "--steps", "500", "--out", run).exit_code == 0
+    arrays, scalars = training.read_checkpoint(run / "checkpoint")
+    old_state = {k: v for k, v in arrays.items() if not k.startswith(("mc/", "vc/"))}
+    assert len(old_state) < len(arrays)
+    training.write_checkpoint(run / "checkpoint", old_state, scalars)
+    before = sorted(p.name for p in run.iterdir())
+    result = invoke("train", "--resume", run)
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("nalu: error:")]
+    assert len(errors) == 1 and "checkpoint has no mc/0/" in errors[0]  # progress lines aside, one error
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in run.iterdir()) == before

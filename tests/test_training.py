@@ -121,23 +121,18 @@ def test_plain_adam_is_keras_adam():
 
 def test_split_adam_moves_what_tells_inputs_apart_at_the_learning_rate():
     """A large gradient shared by every input (the inputs' common mean) plus small differences
-    between inputs: Adam moves the differences by a tiny fraction of the learning rate, split-adam
-    moves them by about the learning rate, and the shared part by the learning rate in both."""
-    rng = np.random.default_rng(1)
+    between inputs: Adam moves every weight alike, so the differences do not move them apart;
+    split-adam moves each weight by lr for the shared part plus lr for its difference."""
     n, lr = 100, 0.01
     w = np.zeros((1, n, 1), np.float32)
-    differences = 0.01 * rng.permutation(np.tile([1.0, -1.0], n // 2)).reshape(1, n, 1).astype(np.float32)
-    g = (100.0 + differences).astype(np.float32)
-    for split, expected_spread in (((), 1e-3), (("w",), 1.0)):
-        moved = -_run_adam_step([{"w": w}], [{"w": g}], split=[split], steps=1, lr=lr)[0]["w"]
-        spread = (moved - moved.mean()) / differences  # movement of each weight against its difference
-        common = moved.mean()
-        np.testing.assert_allclose(common, lr, rtol=0.05)
-        if split:
-            # Every weight moves by lr * (1 + sign of its difference): the rest gets its own full step.
-            np.testing.assert_allclose(spread * 0.01, lr, rtol=0.05)
-        else:
-            assert np.abs(spread * 0.01).max() < lr * expected_spread
+    signs = np.random.default_rng(1).permutation(np.tile([1.0, -1.0], n // 2)).reshape(1, n, 1)
+    g = (100.0 + 0.01 * signs).astype(np.float32)
+
+    adam = -_run_adam_step([{"w": w}], [{"w": g}], split=[()], steps=1, lr=lr)[0]["w"]
+    np.testing.assert_allclose(adam, lr, rtol=1e-4)
+
+    split = -_run_adam_step([{"w": w}], [{"w": g}], split=[("w",)], steps=1, lr=lr)[0]["w"]
+    np.testing.assert_allclose(split, lr + lr * signs, atol=1e-3 * lr)  # Adam's epsilon: ~3e-4 relative
 
 
 def test_split_adam_splits_the_first_layers_weight_matrices_only():
@@ -160,9 +155,9 @@ def test_nau_nmu_learns_multiplication_with_split_adam():
     assert result.extrapolation_mse < trainer.thresholds[0]
 
 
-def test_small_runs_use_one_tf_thread():
-    """`nalu train` (up to ONE_THREAD_MAX_MODELS restarts) and benchmark workers run TF on one
-    thread: in a fresh process the setting takes and reads back as 1."""
+def test_use_one_thread_takes_effect_in_a_fresh_process():
+    """The helper `nalu train` (up to ONE_THREAD_MAX_MODELS restarts) and benchmark workers call
+    before building a model: in a new process it succeeds and TF reads back one thread."""
     import subprocess
     import sys
 
