@@ -67,9 +67,10 @@ class Replica:
         """
         spec = tasks.TaskSpec.from_config(config.task, seed)
         if restart == 0:
-            return cls(init_seed=seed, spec=spec, data_seed=int(tasks.fork(seed, tasks.TRAIN_STREAM).integers(2**31)))
-        init_seed, data_seed = np.random.SeedSequence(seed, spawn_key=(tasks.RESTART_STREAM, restart)).generate_state(2)
-        return cls(init_seed=int(init_seed) % 2**31, spec=spec, data_seed=int(data_seed) % 2**31)
+            return cls(init_seed=seed, spec=spec, data_seed=tasks.stream_key(seed, tasks.TRAIN_STREAM))
+        init_seed = np.random.SeedSequence(seed, spawn_key=(tasks.RESTART_STREAM, restart)).generate_state(1)[0]
+        data_seed = tasks.stream_key(seed, tasks.RESTART_STREAM, restart, tasks.TRAIN_STREAM)
+        return cls(init_seed=int(init_seed) % 2**31, spec=spec, data_seed=data_seed)
 
     @classmethod
     def with_restarts(cls, config: Config, seed: int) -> list["Replica"]:
@@ -168,13 +169,9 @@ class ReplicaTrainer:
         from_compute = (lambda tree: tf.nest.map_structure(lambda t: t[None], tree)) if single else (lambda tree: tree)
 
         def batches(step):
-            pairs = [
-                tasks.sample_batch_tf(r.spec, batch, tf.stack([tf.constant(r.data_seed, tf.int64), step]))
-                for r in replicas
-            ]
             if single:
-                return pairs[0]
-            return tf.stack([x for x, _ in pairs]), tf.stack([y for _, y in pairs])
+                return tasks.sample_batch_tf(replicas[0].spec, batch, replicas[0].data_seed, step)
+            return tasks.sample_batches_tf([r.spec for r in replicas], batch, [r.data_seed for r in replicas], step)
 
         def loss_fn(params, x, y, step):
             per_replica = tf.reshape(tf.reduce_mean(tf.square(self.forward(params, x) - y), axis=(-2, -1)), [-1])
@@ -184,7 +181,8 @@ class ReplicaTrainer:
                     penalty += regularizer_lambda(schedule, step) * layer.regularizer(**layer_params)
             return per_replica, per_replica + penalty
 
-        @tf.function(reduce_retracing=True, autograph=False)  # plain graph code: no Python control flow to convert
+        # plain graph code (no Python control flow to convert), compiled whole by XLA; see README "Speed".
+        @tf.function(reduce_retracing=True, autograph=False, jit_compile=True)
         def chunk(start, n, params, m, v, mc, vc, active, lr_scale):
             replica_lr = lr * (lr_scale[0] if single else lr_scale)  # one learning rate per replica
 

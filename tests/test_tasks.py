@@ -68,15 +68,59 @@ def test_union_ranges_sample_every_interval_and_nothing_between():
     assert 0.45 < np.mean(x < 0) < 0.55
 
 
-def test_in_graph_batches_are_deterministic_per_seed_pair_and_correctly_labelled():
+def splitmix64(seed: int, count: int) -> list[int]:
+    """SplitMix64 as published (Steele, Lea & Flood 2014): state += gamma; output mix(state)."""
+    out, state, mask = [], seed, 2**64 - 1
+    for _ in range(count):
+        state = (state + 0x9E3779B97F4A7C15) & mask
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        out.append(z ^ (z >> 31))
+    return out
+
+
+def test_training_numbers_are_the_splitmix64_sequence_in_graph_and_in_numpy():
+    key = tasks.stream_key(3, tasks.TRAIN_STREAM)
+    expected = np.array([(z >> 40) / 2**24 for z in splitmix64(key, 6 * 4)], np.float32).reshape(4, 2, 3)
+    for step in range(4):  # batch `step` continues the sequence where batch step - 1 ended
+        np.testing.assert_array_equal(tasks.uniform_numpy(key, step, (2, 3)), expected[step])
+        np.testing.assert_array_equal(tasks.uniform_tf(key, tf.constant(step, tf.int64), (2, 3)).numpy(), expected[step])
+
+
+def test_in_graph_batches_are_deterministic_per_key_and_step_and_correctly_labelled():
     spec = spec_for("mul", seed=0)
-    x1, y1 = tasks.sample_batch_tf(spec, 128, tf.constant([7, 11], tf.int64))
-    x2, y2 = tasks.sample_batch_tf(spec, 128, tf.constant([7, 11], tf.int64))
-    x3, _ = tasks.sample_batch_tf(spec, 128, tf.constant([7, 12], tf.int64))
-    np.testing.assert_array_equal(x1.numpy(), x2.numpy())
-    assert not np.array_equal(x1.numpy(), x3.numpy())
+    key = tasks.stream_key(0, tasks.TRAIN_STREAM)
+    x1, y1 = tasks.sample_batch_tf(spec, 128, key, tf.constant(11, tf.int64))
+    x2, _ = tasks.sample_batch_tf(spec, 128, key, tf.constant(12, tf.int64))
+    x3, _ = tasks.sample_batch_tf(spec, 128, key + 1, tf.constant(11, tf.int64))
+    x_np, y_np = tasks.sample_batch_numpy(spec, 128, key, 11)
+    np.testing.assert_array_equal(x1.numpy(), x_np)
+    np.testing.assert_allclose(y1.numpy(), y_np, rtol=1e-6)
+    assert not np.array_equal(x1.numpy(), x2.numpy()) and not np.array_equal(x1.numpy(), x3.numpy())
     assert x1.numpy().min() >= 1 and x1.numpy().max() <= 2
+    assert abs(x1.numpy().mean() - 1.5) < 0.01
     np.testing.assert_allclose(y1.numpy(), tasks.targets_numpy(spec, x1.numpy()), rtol=1e-5)
+
+
+def test_batches_for_many_streams_at_once_match_one_stream_at_a_time():
+    specs = [spec_for("sub", seed=s, interpolation_range=[[-2, -1], [1, 2]], extrapolation_range=[[-6, -2], [2, 6]]) for s in range(3)]
+    assert len({s.subsets for s in specs}) == 3  # each seed has its own slices
+    keys = [tasks.stream_key(s, tasks.TRAIN_STREAM) for s in range(3)]
+    x, y = tasks.sample_batches_tf(specs, 64, keys, tf.constant(5, tf.int64))
+    for spec, key, x_r, y_r in zip(specs, keys, x.numpy(), y.numpy()):
+        x_one, y_one = tasks.sample_batch_numpy(spec, 64, key, 5)
+        np.testing.assert_array_equal(x_r, x_one)
+        np.testing.assert_allclose(y_r, y_one, rtol=1e-4)
+    with pytest.raises(ValueError, match="share op"):
+        tasks.sample_batches_tf([specs[0], spec_for("mul", seed=1)], 64, keys[:2], tf.constant(5, tf.int64))
+
+
+def test_success_threshold_is_a_property_of_the_task_not_of_where_a_seed_put_the_slices():
+    first, second = spec_for("mul", seed=0), spec_for("mul", seed=1)
+    assert first.subsets != second.subsets
+    assert tasks.success_threshold(first, samples=20_000) == tasks.success_threshold(second, samples=20_000)
+    assert tasks.success_threshold(first, samples=20_000) != tasks.success_threshold(spec_for("add"), samples=20_000)
 
 
 # Rough values from Madsen & Johansen for the default task (literature.md); ours are simulated.
