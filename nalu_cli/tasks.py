@@ -169,7 +169,10 @@ _MIX_1, _MIX_2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 
 
 def stream_key(seed: int, stream: int, *spawn: int) -> int:
-    """A 64-bit SplitMix64 key for one training-data stream (spread over 2^64: streams never meet)."""
+    """A 64-bit SplitMix64 key for one training-data stream.
+
+    Keys are spread over 2^64, so two streams overlapping within a run is vanishingly unlikely.
+    """
     state = np.random.SeedSequence(seed, spawn_key=(stream, *spawn)).generate_state(1, np.uint64)
     return int(state[0])
 
@@ -240,7 +243,7 @@ def sample_batches_tf(specs: list[TaskSpec], batch_size: int, keys: list[int], s
     """`sample_batch_tf` for R streams at once, stacked on a leading axis: one op for all R.
 
     The specs may differ in their slices (each seed places its own); op, input size and
-    range must be shared. Slice sums are masked sums, so they add in a different order
+    range must be shared. Slice sums are one masked matmul, so they add in a different order
     than `sample_batch_tf`'s: targets agree to float rounding.
     """
     import tensorflow as tf
