@@ -177,17 +177,20 @@ def stream_key(seed: int, stream: int, *spawn: int) -> int:
     return int(state[0])
 
 
+def _mix64(z, right_shift, u64):
+    """SplitMix64's output function on uint64 arrays or tensors (products wrap mod 2^64)."""
+    z = (z ^ right_shift(z, 30)) * u64(_MIX_1)
+    z = (z ^ right_shift(z, 27)) * u64(_MIX_2)
+    return z ^ right_shift(z, 31)
+
+
 def uniform_numpy(key: int, step: int, shape) -> np.ndarray:
     """float32 U[0, 1) numbers of `step`'s batch: the reference for `uniform_tf` (tests use it)."""
     size = int(np.prod(shape))
     counters = np.uint64(key) + (np.uint64(step) * np.uint64(size) + np.arange(1, size + 1, dtype=np.uint64)) * np.uint64(
         SPLITMIX_GAMMA
     )
-    with np.errstate(over="ignore"):
-        z = counters
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(_MIX_1)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(_MIX_2)
-        z = z ^ (z >> np.uint64(31))
+    z = _mix64(counters, lambda z, bits: z >> np.uint64(bits), np.uint64)
     return ((z >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)).reshape(shape)
 
 
@@ -203,10 +206,7 @@ def uniform_tf(key, step, shape):
     keys = u64(key)[..., None]  # [1] or [R, 1]
     first = tf.cast(step, tf.uint64) * u64(size)
     counters = keys + (first + tf.cast(tf.range(1, size + 1, dtype=tf.int64), tf.uint64)) * u64(SPLITMIX_GAMMA)
-    z = counters
-    z = (z ^ tf.bitwise.right_shift(z, u64(30))) * u64(_MIX_1)
-    z = (z ^ tf.bitwise.right_shift(z, u64(27))) * u64(_MIX_2)
-    z = z ^ tf.bitwise.right_shift(z, u64(31))
+    z = _mix64(counters, lambda z, bits: tf.bitwise.right_shift(z, u64(bits)), u64)
     u = tf.cast(tf.bitwise.right_shift(z, u64(40)), tf.float32) * 2.0**-24
     return tf.reshape(u, (*np.shape(key), *shape))
 
