@@ -26,7 +26,7 @@ OPS = ("add", "sub", "mul", "div", "square", "sqrt")
 # adam: Adam as published. split-adam: Adam with each weight matrix's gradient split into its
 # mean over the inputs (the common mode) and the rest, each part with its own moments (see training.py).
 OPTIMIZERS = ("split-adam", "adam")
-UNITS = ("nac", "nalu", "nau", "nmu", "inalu", "realnpu", "nmru", "linear", "relu", "gated")
+UNITS = ("nac", "nalu", "nau", "nmu", "inalu", "realnpu", "nainpu", "nmru", "linear", "relu", "gated")
 
 # The default model's layers (model.unit "default"): see README, "The default model".
 DEFAULT_LAYERS = ("nau", "gated")

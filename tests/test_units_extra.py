@@ -13,7 +13,7 @@ import pytest
 from keras import ops
 
 from nalu_cli.config import UNITS
-from nalu_cli.units import INALU, NAU, NMRU, NMU, UNIT_LAYERS, Linear, RealNPU, ReLUMLP
+from nalu_cli.units import INALU, NAU, NMRU, NMU, UNIT_LAYERS, Linear, NaiNPU, RealNPU, ReLUMLP
 
 IN, OUT, BATCH, REPLICAS = 5, 3, 32, 3
 
@@ -50,6 +50,10 @@ def numpy_realnpu(x, w_real, g, eps=1.1920929e-07):
     r = g * (np.abs(x) + eps) + (1 - g)
     k = g * np.pi * (x < 0)
     return np.exp(np.log(r) @ w_real) * np.cos(k @ w_real)
+
+
+def numpy_nainpu(x, w_real, eps=1.1920929e-07):
+    return np.exp(np.log(np.abs(x) + eps) @ w_real) * np.cos((np.pi * (x < 0)) @ w_real)
 
 
 def numpy_nmru(x, w, eps=1.1920929e-07, sign_retrieval=True):
@@ -89,6 +93,7 @@ CASES = {
         {"w_real": lambda r, s: r.normal(0, 1, s), "g": lambda r, s: r.uniform(-0.3, 1.3, s)},
         mixed_signs,
     ),
+    "nainpu": (lambda: NaiNPU(OUT), numpy_nainpu, {"w_real": lambda r, s: r.normal(0, 1, s)}, mixed_signs),
     "nmru": (lambda: NMRU(OUT), numpy_nmru, {"w": lambda r, s: r.uniform(0, 1, s)}, mixed_signs),
     "nmru_no_sign": (
         lambda: NMRU(OUT, sign_retrieval=False),
@@ -287,6 +292,7 @@ EXACT = {
         "w_real": np.array([[1, -1, 0], [0, 1, 0], [-1, 0, 1], [0, 0, 0], [1, 1, -1]]),
         "g": np.array([1, 0, 1, 1, 0]),
     },
+    "nainpu": {"w_real": np.array([[1, -1, 0], [0, 1, 0], [-1, 0, 1], [0, 0, 0], [1, 1, -1]])},
     "linear": {"kernel": np.array([[1, -1, 0], [0, 1, 0], [-1, 0, 1], [0, 0, 0], [1, 1, -1]])},
     # Saturated raw parameters: tanh(+-30) and sigmoid(+-200) round to exactly +-1 and 0/1 in float32,
     # and every |v| >= t = 20, so iNALU's hinge penalty is 0 too.
@@ -349,6 +355,16 @@ def test_realnpu_closed_gate_makes_an_input_irrelevant():
     np.testing.assert_allclose(np.asarray(y)[:, 0], [9.0, 9.0], rtol=1e-5)
 
 
+def test_nainpu_divides_with_signs_and_has_no_constant_term():
+    """W_r = [1, -1]: y = x0 / x1 over all four sign combinations; W_r = 0 gives exactly 1."""
+    x = np.array([[6.0, 2.0], [-6.0, 2.0], [6.0, -2.0], [-6.0, -2.0]], np.float32)
+    y = NaiNPU(1).forward(x, np.array([[1.0], [-1.0]], np.float32))
+    np.testing.assert_allclose(np.asarray(y)[:, 0], [3.0, -3.0, -3.0, 3.0], rtol=1e-5)
+    # Every input is a factor: the only way to make an input irrelevant is the power 0.
+    y = NaiNPU(1).forward(x, np.array([[2.0], [0.0]], np.float32))
+    np.testing.assert_allclose(np.asarray(y)[:, 0], [36.0, 36.0, 36.0, 36.0], rtol=1e-5)
+
+
 def test_nmru_divides_with_signs():
     """W selects x0 and 1/x1: y = x0 / x1 with the sign recovered."""
     x = np.array([[6.0, 2.0], [-6.0, 2.0], [6.0, -2.0], [-6.0, -2.0]], np.float32)
@@ -392,7 +408,7 @@ def test_nau_then_nmu_with_exact_weights_computes_the_product(low, high):
 
 
 @pytest.mark.parametrize("units", [0, -2, 2.5, True])
-@pytest.mark.parametrize("layer_cls", [NAU, NMU, INALU, RealNPU, NMRU, Linear, ReLUMLP])
+@pytest.mark.parametrize("layer_cls", [NAU, NMU, INALU, RealNPU, NaiNPU, NMRU, Linear, ReLUMLP])
 def test_invalid_units_are_rejected_quoting_the_value(layer_cls, units):
     with pytest.raises(ValueError, match=f"Received: units={units}"):
         layer_cls(units)
@@ -405,6 +421,7 @@ def test_invalid_units_are_rejected_quoting_the_value(layer_cls, units):
         (lambda: INALU(1, omega=-1.0), "Received: omega=-1.0"),
         (lambda: INALU(1, regularizer_threshold="20"), "Received: regularizer_threshold=20"),
         (lambda: RealNPU(1, epsilon=-1e-7), "Received: epsilon=-1e-07"),
+        (lambda: NaiNPU(1, epsilon=0.0), "Received: epsilon=0.0"),
         (lambda: NMRU(1, epsilon=-1.0), "Received: epsilon=-1.0"),
         (lambda: NMRU(1, sign_retrieval="yes"), "Received: sign_retrieval=yes"),
         (lambda: ReLUMLP(1, hidden_units=0), "Received: hidden_units=0"),
@@ -421,7 +438,7 @@ def test_every_configurable_unit_has_a_layer_in_the_same_order():
     assert UNITS[:2] == ("nac", "nalu")
 
 
-@pytest.mark.parametrize("layer_cls", [NAU, NMU, INALU, RealNPU, NMRU, Linear, ReLUMLP])
+@pytest.mark.parametrize("layer_cls", [NAU, NMU, INALU, RealNPU, NaiNPU, NMRU, Linear, ReLUMLP])
 def test_layers_are_registered_under_the_nalu_package(layer_cls):
     assert keras.saving.get_registered_name(layer_cls) == f"nalu>{layer_cls.__name__}"
 

@@ -8,6 +8,7 @@ from nalu_cli.units.gated import Gated
 from nalu_cli.units.inalu import INALU
 from nalu_cli.units.linear import Linear
 from nalu_cli.units.nac import NAC
+from nalu_cli.units.nainpu import NaiNPU
 from nalu_cli.units.nalu import NALU
 from nalu_cli.units.nau import NAU
 from nalu_cli.units.nmru import NMRU
@@ -23,6 +24,7 @@ UNIT_LAYERS: dict[str, type[ArithmeticUnit]] = {
     "nmu": NMU,
     "inalu": INALU,
     "realnpu": RealNPU,
+    "nainpu": NaiNPU,
     "nmru": NMRU,
     "linear": Linear,
     "relu": ReLUMLP,
@@ -35,6 +37,7 @@ __all__ = [
     "INALU",
     "Linear",
     "NAC",
+    "NaiNPU",
     "NALU",
     "NAU",
     "NMRU",

@@ -103,7 +103,22 @@ def real_npu(x, w_real, g, epsilon=1.1920929e-07):
     gate = ops.expand_dims(ops.clip(g, 0.0, 1.0), -2)  # [..., 1, in]: broadcast over the batch
     r = gate * (ops.abs(x) + epsilon) + (1.0 - gate)
     k = gate * math.pi * ops.cast(ops.less(x, 0.0), x.dtype)
-    return ops.exp(ops.matmul(ops.log(r), w_real)) * ops.cos(ops.matmul(k, w_real))
+    return _real_power(r, k, w_real)
+
+
+def naive_real_npu(x, w_real, epsilon=1.1920929e-07):
+    """RealNPU with every relevance gate at 1: y = exp(log(|x| + eps) W_r) * cos(pi [x < 0] W_r).
+
+    Heim et al.'s naive NPU (NaiNPU), in RealNPU's real form. Every input is a factor
+    |x_i| ** W_ij (times its sign term); without the gate an input cannot be blended
+    towards the constant 1, so the unit cannot hold an affine function of its inputs.
+    """
+    return _real_power(ops.abs(x) + epsilon, math.pi * ops.cast(ops.less(x, 0.0), x.dtype), w_real)
+
+
+def _real_power(magnitude, angle, w_real):
+    """prod_i magnitude_i ** W_ij * cos(sum_i angle_i W_ij): a product of real powers with their signs."""
+    return ops.exp(ops.matmul(ops.log(magnitude), w_real)) * ops.cos(ops.matmul(angle, w_real))
 
 
 def signed_reciprocal(x, epsilon):
