@@ -125,6 +125,7 @@ def run_group(work: dict) -> list[dict]:
             "sparsity_error": trainer.sparsity_error(result.selected_params),
             "selected_step": result.selected_step,
             "selected_snapped": result.snapped,
+            "selected_polished": result.polished,
             "steps_trained": max(results[r].stopped_at_step for r in group),
             "diverged_at_step": result.diverged_at_step,
             "settings": work["settings"],

@@ -212,6 +212,7 @@ def _print_train_summary(summary: dict, out: Path):
         ("steps trained", f"{summary['steps_trained']:,} ({summary['stop_reason']})"),
         ("selected step (lowest interpolation MSE)", summary["selected_step"]),
         ("selected weights snapped to exact values", summary["selected_snapped"]),
+        ("selected weights polished (Levenberg-Marquardt)", summary["selected_polished"]),
         ("interpolation MSE", summary["interpolation_mse"]),
         ("extrapolation MSE", summary["extrapolation_mse"]),
         ("success threshold", summary["success_threshold"]),

@@ -105,6 +105,11 @@ class TrainingConfig:
     # Also evaluate the weights rounded to their exact values (each unit's `snap`) at every
     # evaluation; they become the selected checkpoint when their interpolation MSE is lower.
     snap_selection: bool = True
+    # Every `polish_every` steps (a multiple of eval_every; 0: never), also try the weights after
+    # `polish_iterations` Levenberg-Marquardt iterations (damped Gauss-Newton, float64) on fixed
+    # interpolation samples; like snapped weights, they are selected on interpolation MSE only.
+    polish_every: int = 0
+    polish_iterations: int = 200
 
 
 @dataclass
@@ -218,12 +223,18 @@ def validate(config: Config) -> Config:
         "training.batch_size": training.batch_size,
         "training.eval_every": training.eval_every,
         "training.learning_rate": training.learning_rate,
+        "training.polish_iterations": training.polish_iterations,
     }
     if training.optimizer not in OPTIMIZERS:
         raise NaluError(f"unknown optimizer '{training.optimizer}' (choose from {', '.join(OPTIMIZERS)})")
     for key, value in positive.items():
         if value <= 0:
             raise NaluError(f"config key '{key}' must be positive, got {value!r}")
+    if training.polish_every < 0 or training.polish_every % training.eval_every:
+        raise NaluError(
+            f"config key 'training.polish_every' must be 0 or a multiple of training.eval_every "
+            f"({training.eval_every}), got {training.polish_every!r}"
+        )
     if config.seed < 0:
         raise NaluError(f"config key 'seed' must be non-negative, got {config.seed!r}")
     if not 0 < task.subset_ratio <= 1:

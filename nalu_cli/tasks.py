@@ -18,7 +18,10 @@ import numpy as np
 from nalu_cli.config import TaskConfig
 
 # Stream identifiers: every split draws from its own seed, forked from the run seed.
-PLACEMENT_STREAM, VALIDATION_STREAM, TEST_STREAM, TRAIN_STREAM, THRESHOLD_STREAM, BASELINE_STREAM, RESTART_STREAM = range(7)
+(
+    PLACEMENT_STREAM, VALIDATION_STREAM, TEST_STREAM, TRAIN_STREAM, THRESHOLD_STREAM, BASELINE_STREAM, RESTART_STREAM,
+    POLISH_STREAM,
+) = range(8)
 SUCCESS_EPSILON = 1e-5
 THRESHOLD_SAMPLES = 1_000_000
 
@@ -151,6 +154,13 @@ def sample_numpy(spec: TaskSpec, intervals, size: int, rng: np.random.Generator)
 def validation_set(spec: TaskSpec):
     """10,000 fixed interpolation samples: model selection uses these, and only these."""
     return sample_numpy(spec, spec.interpolation_range, spec.validation_size, fork(spec.seed, VALIDATION_STREAM))
+
+
+def polish_set(spec: TaskSpec, size: int):
+    """Fixed interpolation samples for the polish step (training data, not the validation set):
+    (x float32 [size, n], y float64 [size, 1])."""
+    x = uniform_union_numpy(fork(spec.seed, POLISH_STREAM), spec.interpolation_range, (size, spec.input_size), np.float32)
+    return x, targets_numpy(spec, x)
 
 
 def test_set(spec: TaskSpec):

@@ -48,6 +48,8 @@ ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON = 0.9, 0.999, 1e-7
 MAX_DIVERGENCE_EVENTS = 5
 # `nalu train` runs TF on one thread up to this many models (restarts); see _tf.use_one_thread.
 ONE_THREAD_MAX_MODELS = 8
+# Fixed interpolation samples the polish step fits (training.polish_every).
+POLISH_SAMPLES = 256
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class ReplicaResult:
     diverged_at_step: int | None = None
     stopped_at_step: int | None = None
     snapped: bool = False  # the selected checkpoint is the snapped (exact-valued) version of the weights
+    polished: bool = False  # ... or the weights after the polish step (see ReplicaTrainer.polish)
 
 
 def regularizer_lambda(schedule: tuple[float, int, int], step):
@@ -150,6 +153,7 @@ class ReplicaTrainer:
         self._chunk = self._make_chunk()
         self.snap_selection = training.snap_selection and _can_snap(self.layers, self.params)
         self._evaluate = self._make_evaluate()
+        self._polish = self._make_polish() if training.polish_every else None
 
     # -- the compiled pieces ------------------------------------------------------------------
     def forward(self, params, x):
@@ -244,6 +248,89 @@ class ReplicaTrainer:
 
         return evaluate
 
+    def _make_polish(self):
+        """Levenberg-Marquardt on the plain MSE over fixed interpolation samples, every replica at once.
+
+        Adam's noisy steps stop short of an ill-conditioned minimum: on a/b over U[1, 2] the
+        output depends on the shared inputs' weights and the powers only at second order
+        (a/b = 1 + (a - b)/b + ...), so those directions have curvature ~1e-4 of the others.
+        A damped Gauss-Newton step solves (J^T J + lambda diag(J^T J)) d = -J^T r, which
+        rescales every direction by its own curvature. It runs in float64 on all parameters
+        flattened per replica ([R, P], P is a few hundred), one trial step per iteration,
+        clipped like a training step; lambda shrinks 3x after an accepted step and grows 4x
+        after a rejected one (Marquardt's rule), per replica. The regulariser is left out:
+        this is a fit of the data, and `snap` still rounds afterwards.
+        """
+        import tensorflow as tf
+
+        replicas, layers = len(self.replicas), self.layers
+        names = [(index, name) for index, layer in enumerate(self.params) for name in layer]
+        shapes = [self.params[index][name].shape[1:] for index, name in names]
+        sizes = [int(np.prod(shape)) for shape in shapes]
+        pairs = [tasks.polish_set(r.spec, POLISH_SAMPLES) for r in self.replicas]
+        x = tf.constant(np.stack([x for x, _ in pairs]), tf.float64)  # [R, N, in]
+        y = tf.constant(np.stack([y[:, 0] for _, y in pairs]), tf.float64)  # [R, N]
+        iterations, samples = self.training.polish_iterations, POLISH_SAMPLES
+
+        def unflatten(theta):
+            """[R, P] -> params [R, ...]; or [R, N, P] -> one copy of the params per sample, [R, N, ...]."""
+            leading = theta.shape[:-1]
+            params = [{} for _ in self.params]
+            for (index, name), shape, piece in zip(names, shapes, tf.split(theta, sizes, axis=-1)):
+                params[index][name] = tf.reshape(piece, [*leading, *shape])
+            return params
+
+        def flatten(params):
+            return tf.concat([tf.reshape(params[index][name], [replicas, -1]) for index, name in names], axis=1)
+
+        def residuals(theta):
+            return tf.reshape(self.forward(unflatten(theta), x), [replicas, -1]) - y
+
+        def residuals_and_jacobian(theta):
+            """r [R, N] and dr/dtheta [R, N, P] from one backward pass: every sample gets its own
+            copy of the weights (units are vectorised over leading axes), so the gradient of the
+            summed outputs with respect to sample n's copy is row n of the Jacobian."""
+            copies = tf.broadcast_to(theta[:, None, :], [replicas, samples, theta.shape[-1]])
+            with tf.GradientTape() as tape:
+                tape.watch(copies)
+                out = tf.reshape(self.forward(unflatten(copies), x[:, :, None, :]), [replicas, samples])
+            return out - y, tape.gradient(out, copies)
+
+        def mse(theta):
+            loss = tf.reduce_mean(tf.square(residuals(theta)), axis=1)
+            return tf.where(tf.math.is_finite(loss), loss, tf.constant(np.inf, tf.float64))
+
+        @tf.function(autograph=False)
+        def polish(params):
+            theta = flatten(tf.nest.map_structure(lambda t: tf.cast(t, tf.float64), params))
+
+            def body(i, theta, damping, loss):
+                r, jacobian = residuals_and_jacobian(theta)
+                jtj = tf.linalg.matmul(jacobian, jacobian, transpose_a=True)
+                jtr = tf.linalg.matvec(jacobian, r, adjoint_a=True)
+                diagonal = tf.linalg.diag_part(jtj)
+                # Marquardt's scaling, plus a floor so a parameter with no gradient keeps the system solvable.
+                floor = 1e-12 * tf.reduce_max(diagonal, axis=1, keepdims=True) + 1e-300
+                system = jtj + tf.linalg.diag(damping[:, None] * diagonal + floor)
+                step = tf.linalg.solve(system, -jtr[..., None])[..., 0]
+                trial = flatten([layer.clip(**p) for layer, p in zip(layers, unflatten(theta + step))])
+                trial_loss = mse(trial)
+                better = tf.math.is_finite(trial_loss) & (trial_loss < loss) & tf.reduce_all(tf.math.is_finite(trial), axis=1)
+                theta = tf.where(better[:, None], trial, theta)
+                loss = tf.where(better, trial_loss, loss)
+                damping = tf.clip_by_value(tf.where(better, damping / 3.0, damping * 4.0), 1e-12, 1e12)
+                return i + 1, theta, damping, loss
+
+            initial = (tf.constant(0), theta, tf.fill([replicas], tf.constant(1e-3, tf.float64)), mse(theta))
+            _, theta, _, _ = tf.while_loop(lambda i, *_: i < iterations, body, initial, parallel_iterations=1)
+            return tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), unflatten(theta))
+
+        return polish
+
+    def polish(self):
+        """Every replica's current weights after the polish step (see _make_polish); the trainer's state is unchanged."""
+        return self._polish(self.params)
+
     # -- the Python-side API ------------------------------------------------------------------
     def train(self, n: int) -> np.ndarray:
         """n steps for every active replica; returns each replica's mean loss over them.
@@ -279,10 +366,16 @@ class ReplicaTrainer:
 
     def evaluate(self) -> dict:
         """MSE per replica on the validation and test sets (and of the snapped weights, with snap_selection)."""
-        results = self._evaluate(self.params)
+        return self._evaluate_params(self.params, keep_params=False)
+
+    def _evaluate_params(self, params, keep_params: bool = True) -> dict:
+        """`evaluate` for any weights with a replica axis; with keep_params, "params" holds them as numpy."""
+        results = self._evaluate(params)
         errors = {name: values.numpy().astype(np.float64) for name, values in results.items() if name != "snapped_params"}
         if "snapped_params" in results:
-            errors["snapped_params"] = [{k: v.numpy() for k, v in layer.items()} for layer in results["snapped_params"]]
+            errors["snapped_params"] = _to_numpy(results["snapped_params"])
+        if keep_params:
+            errors["params"] = _to_numpy(params)
         return errors
 
     def replica_params(self, index: int, params_numpy: list[dict] | None = None) -> list[dict]:
@@ -299,9 +392,26 @@ class ReplicaTrainer:
         return max(errors, default=0.0)
 
     def _record(self, losses: np.ndarray, early_stop: bool, started: float) -> list[dict]:
-        """Evaluate every replica; update its selected checkpoint (interpolation MSE only) and solved-at step."""
+        """Evaluate every replica; update its selected checkpoint (interpolation MSE only) and solved-at step.
+
+        The candidates are the current weights, their snapped form (snap_selection) and, at a
+        polish step, the polished weights and their snapped form; the one with the lowest
+        interpolation MSE so far is selected. Extrapolation MSE is recorded, never compared.
+        """
         errors = self.evaluate()
         params_numpy = None  # converted once per evaluation, and only if a replica improves
+        # (name, snapped, polished, interpolation MSEs [R], extrapolation MSEs [R], params of replica r)
+        candidates = []
+        if self.snap_selection:
+            candidates.append(("snapped", True, False, errors["snapped_interpolation"], errors["snapped_extrapolation"],
+                               _replica_picker(errors["snapped_params"])))
+        if self._polish is not None and self.step > 0 and self.step % self.training.polish_every == 0:
+            polished = self._evaluate_params(self.polish())
+            candidates.append(("polished", False, True, polished["interpolation"], polished["extrapolation"],
+                               _replica_picker(polished["params"])))
+            if self.snap_selection:
+                candidates.append(("polished_snapped", True, True, polished["snapped_interpolation"],
+                                   polished["snapped_extrapolation"], _replica_picker(polished["snapped_params"])))
         entries = []
         for r, result in enumerate(self.results):
             entry = {
@@ -318,21 +428,17 @@ class ReplicaTrainer:
                 result.selected_params = self.replica_params(r, params_numpy)
                 result.interpolation_mse = interpolation
                 result.extrapolation_mse = entry["extrapolation_mse"]
-                result.snapped = False
-            if self.snap_selection:
-                # The weights rounded to their exact values compete on interpolation error too.
-                entry["snapped_interpolation_mse"] = float(errors["snapped_interpolation"][r])
-                entry["snapped_extrapolation_mse"] = float(errors["snapped_extrapolation"][r])
-                if math.isfinite(entry["snapped_interpolation_mse"]) and (
-                    entry["snapped_interpolation_mse"] < result.interpolation_mse
-                ):
+                result.snapped = result.polished = False
+            for name, snapped, polished, interpolations, extrapolations, params_of in candidates:
+                # Each candidate competes on interpolation error too.
+                entry[f"{name}_interpolation_mse"] = float(interpolations[r])
+                entry[f"{name}_extrapolation_mse"] = float(extrapolations[r])
+                if math.isfinite(interpolations[r]) and interpolations[r] < result.interpolation_mse:
                     result.selected_step = self.step
-                    result.selected_params = [
-                        {name: value[r] for name, value in layer.items()} for layer in errors["snapped_params"]
-                    ]
-                    result.interpolation_mse = entry["snapped_interpolation_mse"]
-                    result.extrapolation_mse = entry["snapped_extrapolation_mse"]
-                    result.snapped = True
+                    result.selected_params = params_of(r)
+                    result.interpolation_mse = float(interpolations[r])
+                    result.extrapolation_mse = float(extrapolations[r])
+                    result.snapped, result.polished = snapped, polished
             entry["selected_step"] = result.selected_step
             # Solved: the model training would hand out now (the selected one) meets the criterion.
             if result.solved_at_step is None and result.extrapolation_mse < self.thresholds[r]:
@@ -492,6 +598,15 @@ def _adam_step(params, grads, m, v, mc, vc, step_size):
             out_m[name], out_v[name], rest = moments(m_l[name], v_l[name], g)
             out_p[name] = p - _per_replica(step_size, p) * (rest + direction)
     return tuple([layer[k] for layer in new] for k in range(5))
+
+
+def _to_numpy(params) -> list[dict]:
+    return [{name: value.numpy() for name, value in layer.items()} for layer in params]
+
+
+def _replica_picker(params_numpy: list[dict]):
+    """r -> replica r's weights, from weights (numpy) with a leading replica axis."""
+    return lambda r: [{name: value[r] for name, value in layer.items()} for layer in params_numpy]
 
 
 def _can_snap(layers, params) -> bool:
@@ -664,6 +779,7 @@ def _run(config: Config, out: Path, on_progress, should_stop, resume_from: Path 
         "stop_reason": stop_reason,
         "selected_step": result.selected_step,
         "selected_snapped": result.snapped,
+        "selected_polished": result.polished,
         "interpolation_mse": result.interpolation_mse,
         "extrapolation_mse": result.extrapolation_mse,
         "success_threshold": threshold,

@@ -1,0 +1,91 @@
+"""The polish step: Levenberg-Marquardt on interpolation samples, one more selection candidate."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nalu_cli.config import resolve
+from nalu_cli.errors import NaluError
+from nalu_cli.training import Replica, ReplicaTrainer
+
+
+def div_config(**training):
+    training = {"polish_every": 1000, "polish_iterations": 300, **training}
+    return resolve({"task": {"op": "div"}, "model": {"layers": ["nau", "nainpu"]}, "training": training})
+
+
+def right_structure(spec, shared=0.5, power=0.8):
+    """Where Adam leaves a/b (measured): hidden units on a's and b's unshared inputs, the 12
+    shared inputs half-weighted in both, powers +-0.8 -- an interpolation MSE near 1e-6,
+    because a/b depends on the shared weights and the powers only at second order."""
+    (a0, a1), (b0, b1) = spec.subsets
+    w = np.zeros((spec.input_size, 2), np.float32)
+    w[a0:a1, 0] = 1.0
+    w[b0:b1, 1] = 1.0
+    w[b0:a1, :] = shared
+    return [{"w": w}, {"w_real": np.array([[power], [-power]], np.float32)}]
+
+
+def trainer_at(config, seeds, params_of=right_structure):
+    trainer = ReplicaTrainer(config.model, config.training, [Replica.for_seed(config, s) for s in seeds])
+    stacked = [params_of(r.spec) for r in trainer.replicas]
+    trainer.params = [
+        {name: tf.constant(np.stack([p[index][name] for p in stacked])) for name in layer}
+        for index, layer in enumerate(stacked[0])
+    ]
+    return trainer
+
+
+def test_polish_carries_a_near_solution_of_a_over_b_to_the_exact_one():
+    trainer = trainer_at(div_config(), [0])
+    before = trainer.evaluate()
+    polished = trainer._evaluate_params(trainer.polish())
+    assert before["interpolation"][0] > 1e-7
+    assert before["extrapolation"][0] > trainer.thresholds[0]
+    # Below the success threshold (MSE of weights 1e-5 off the exact ones) on the extrapolation range.
+    assert polished["interpolation"][0] < 1e-12
+    assert polished["extrapolation"][0] < trainer.thresholds[0]
+
+
+def test_polish_leaves_the_training_state_alone():
+    trainer = trainer_at(div_config(), [0])
+    before = [{k: v.numpy() for k, v in layer.items()} for layer in trainer.params]
+    trainer.polish()
+    for layer_before, layer_after in zip(before, trainer.params):
+        for name, value in layer_before.items():
+            np.testing.assert_array_equal(layer_after[name].numpy(), value)
+
+
+def test_polishing_three_replicas_together_equals_polishing_each_alone():
+    config = div_config(polish_iterations=50)
+    starts = {0: 0.3, 1: 0.5, 2: 0.7}
+    params_of = lambda spec: right_structure(spec, shared=starts[spec.seed])  # noqa: E731
+    together = trainer_at(config, [0, 1, 2], params_of)._evaluate_params(trainer_at(config, [0, 1, 2], params_of).polish())
+    for index, seed in enumerate((0, 1, 2)):
+        alone = trainer_at(config, [seed], params_of)
+        alone_params = alone._evaluate_params(alone.polish())["params"]
+        for layer_together, layer_alone in zip(together["params"], alone_params):
+            for name, value in layer_alone.items():
+                np.testing.assert_allclose(layer_together[name][index], value[0], rtol=1e-5, atol=1e-6)
+
+
+def test_fit_selects_the_polished_weights_on_interpolation_error():
+    # Adam barely moves, and the shared weights at 0.3 snap to 0 (wrong): the polish must do the work.
+    trainer = trainer_at(div_config(learning_rate=1e-6), [0], lambda spec: right_structure(spec, shared=0.3))
+    (result,) = trainer.fit(steps=1000, eval_every=1000, early_stop=False)
+    assert result.polished and result.selected_step == 1000
+    assert result.interpolation_mse < 1e-12
+    assert result.extrapolation_mse < trainer.thresholds[0]
+
+
+def test_without_polish_every_there_is_no_polish_step():
+    trainer = ReplicaTrainer(div_config(polish_every=0).model, div_config(polish_every=0).training,
+                             [Replica.for_seed(div_config(polish_every=0), 0)])
+    trainer.fit(steps=1000, eval_every=1000, early_stop=False)
+    assert not trainer.results[0].polished
+
+
+@pytest.mark.parametrize("value", [-1000, 1500])
+def test_polish_every_must_be_a_multiple_of_eval_every(value):
+    with pytest.raises(NaluError, match="training.polish_every"):
+        div_config(polish_every=value)
