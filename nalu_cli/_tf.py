@@ -33,7 +33,7 @@ def use_one_thread(tf) -> bool:
     """Run TensorFlow's ops on one thread; False if the runtime had already started.
 
     These models' ops are tiny: handing them to a thread pool costs more than it saves.
-    Measured with the replica trainer (a*b, 8,000 steps): the default model's 4 restarts
+    Measured with the replica trainer (a*b, 8,000 steps): the default model with 4 restarts
     trained in 4.9 s on one thread against 8.0 s on TF's default pools, one NAU -> NMU in
     1.6 against 1.8 s, 8 in 7.1 against 8.2 s; at 16 they broke even and at 32 the pools
     won (19.5 against 25.7 s). One thread also sums in the same order everywhere.

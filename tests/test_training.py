@@ -64,10 +64,10 @@ def test_selection_ignores_the_extrapolation_set():
 def test_restarts_share_the_task_but_not_initialisation_or_data():
     config = resolve({"model": {"unit": "default"}})
     restarts = Replica.with_restarts(config, seed=5)
-    assert len(restarts) == config.model.restart_count == 4
+    assert len(restarts) == config.model.restart_count == 6
     assert restarts[0] == Replica.for_seed(config, 5)  # restart 0 is the run without restarts
     assert len({r.spec for r in restarts}) == 1
-    assert len({r.init_seed for r in restarts}) == 4 and len({r.data_seed for r in restarts}) == 4
+    assert len({r.init_seed for r in restarts}) == 6 and len({r.data_seed for r in restarts}) == 6
 
 
 def test_a_group_of_restarts_is_the_member_with_lowest_interpolation_error():
@@ -80,7 +80,7 @@ def test_a_group_of_restarts_is_the_member_with_lowest_interpolation_error():
 
 
 def test_only_the_default_model_restarts_by_default():
-    assert resolve({}).model.restart_count == 4
+    assert resolve({}).model.restart_count == 6
     assert resolve({"model": {"unit": "nalu"}}).model.restart_count == 1
     assert resolve({"model": {"layers": ["nau", "gated"]}}).model.restart_count == 1
     assert resolve({"model": {"unit": "nalu", "restarts": 3}}).model.restart_count == 3
