@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from nalu_cli.errors import NaluError
 
 OPS = ("add", "sub", "mul", "div", "square", "sqrt")
@@ -289,6 +287,8 @@ def check_domain(op: str, key: str, intervals: list[list[float]]) -> None:
 
 
 def load_yaml(path: Path) -> dict:
+    import yaml  # here, not at the top: `nalu --help` never reads YAML (18 ms of its start-up)
+
     path = Path(path)
     if not path.exists():
         raise NaluError(f"config file not found: {path}")
@@ -350,4 +350,6 @@ def from_dict(data: dict) -> Config:
 
 
 def dump_yaml(config: Config) -> str:
+    import yaml
+
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
