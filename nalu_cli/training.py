@@ -384,7 +384,7 @@ class ReplicaTrainer:
         return [{name: value[index] for name, value in layer.items()} for layer in params_numpy]
 
     def _params_numpy(self) -> list[dict]:
-        return [{name: value.numpy() for name, value in layer.items()} for layer in self.params]
+        return _to_numpy(self.params)
 
     def sparsity_error(self, params: list[dict]) -> float:
         """max over weights of min(|W|, |1 - |W||) for one replica's parameters (0 if the units have none)."""
@@ -430,7 +430,11 @@ class ReplicaTrainer:
                 result.extrapolation_mse = entry["extrapolation_mse"]
                 result.snapped = result.polished = False
             for name, snapped, polished, interpolations, extrapolations, params_of in candidates:
-                # Each candidate competes on interpolation error too.
+                # Each candidate competes on interpolation error too; a stopped replica (solved,
+                # diverged, or done with its group) gets no new polished candidates, so it ends
+                # where it would have trained alone.
+                if polished and not self.active[r]:
+                    continue
                 entry[f"{name}_interpolation_mse"] = float(interpolations[r])
                 entry[f"{name}_extrapolation_mse"] = float(extrapolations[r])
                 if math.isfinite(interpolations[r]) and interpolations[r] < result.interpolation_mse:

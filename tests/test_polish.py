@@ -89,3 +89,14 @@ def test_without_polish_every_there_is_no_polish_step():
 def test_polish_every_must_be_a_multiple_of_eval_every(value):
     with pytest.raises(NaluError, match="training.polish_every"):
         div_config(polish_every=value)
+
+
+def test_a_stopped_replica_gets_no_polished_candidate():
+    """In a group, a replica that has stopped must end where it would have alone: no new candidates."""
+    config = div_config(learning_rate=1e-6)
+    trainer = trainer_at(config, [0, 1], lambda spec: right_structure(spec, shared=0.3))
+    trainer.fit(steps=0, eval_every=1000, early_stop=False)  # records step 0 only
+    trainer.active[0] = False
+    results = trainer.fit(steps=1000, eval_every=1000, early_stop=False)
+    assert not results[0].polished and results[0].selected_step == 0
+    assert results[1].polished and results[1].selected_step == 1000
