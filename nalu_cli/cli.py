@@ -58,6 +58,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: typer's rich help imports rich.markdown and markdown_it, 0.25 s against
+    # 0.11 s for `nalu --help` on this machine (median of 15). Commands still print with Rich.
+    rich_markup_mode=None,
 )
 
 Op = Enum("Op", {op: op for op in OPS}, type=str)
