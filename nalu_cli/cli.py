@@ -221,7 +221,8 @@ def _print_train_summary(summary: dict, out: Path):
         ("success threshold", summary["success_threshold"]),
         ("success", summary["success"]),
         ("solved at step", summary["solved_at_step"]),
-        ("training speed (steps/s)", summary["steps_per_second"]),
+        ("training speed (steps/s, polish excluded)", summary["steps_per_second"]),
+        ("polish step time (s)", summary["polish_seconds"]),
         ("wall time (s)", summary["wall_seconds"]),
     ]
     for name, value in rows:

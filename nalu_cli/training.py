@@ -148,6 +148,7 @@ class ReplicaTrainer:
         self.lr_scale = np.ones(len(replicas), dtype=np.float32)
         self.divergence_events = np.zeros(len(replicas), dtype=np.int64)
         self.results: list[ReplicaResult] | None = None
+        self.polish_seconds = 0.0  # wall time spent in the polish step, so speed reports can leave it out
         self.step = 0
         self.thresholds = np.array([tasks.success_threshold(r.spec) for r in replicas])
         self._chunk = self._make_chunk()
@@ -329,7 +330,10 @@ class ReplicaTrainer:
 
     def polish(self):
         """Every replica's current weights after the polish step (see _make_polish); the trainer's state is unchanged."""
-        return self._polish(self.params)
+        started = time.perf_counter()
+        polished = self._polish(self.params)  # eager call: returns once computed
+        self.polish_seconds += time.perf_counter() - started
+        return polished
 
     # -- the Python-side API ------------------------------------------------------------------
     def train(self, n: int) -> np.ndarray:
@@ -527,6 +531,7 @@ class ReplicaTrainer:
         arrays["divergence_events"] = self.divergence_events.copy()
         scalars = {
             "step": self.step,
+            "polish_seconds": self.polish_seconds,
             "results": [
                 {k: v for k, v in vars(result).items() if k != "selected_params"} for result in (self.results or [])
             ],
@@ -547,6 +552,7 @@ class ReplicaTrainer:
         self.lr_scale = arrays["lr_scale"].astype(np.float32)
         self.divergence_events = arrays["divergence_events"].astype(np.int64)
         self.step = int(scalars["step"])
+        self.polish_seconds = float(scalars.get("polish_seconds", 0.0))
         self.results = []
         for r, fields in enumerate(scalars["results"]):
             result = ReplicaResult(**{k: (math.inf if v is None and k.endswith("_mse") else v) for k, v in fields.items()})
@@ -737,7 +743,7 @@ def _run(config: Config, out: Path, on_progress, should_stop, resume_from: Path 
             **({"restart": chosen} if len(replicas) > 1 else {}),
             "success_threshold": threshold,
             "elapsed_seconds": round(seconds_so_far(), 4),
-            "steps_per_second": step / seconds_so_far() if step else 0.0,
+            "steps_per_second": step / (seconds_so_far() - trainer.polish_seconds) if step else 0.0,
         }
         metrics.write(json.dumps(_jsonable_tree(entry)) + "\n")
         metrics.flush()
@@ -758,6 +764,7 @@ def _run(config: Config, out: Path, on_progress, should_stop, resume_from: Path 
         metrics.close()
         writer.close()
     train_seconds = seconds_so_far()
+    step_seconds = train_seconds - trainer.polish_seconds
 
     set_params(trainer.model, result.selected_params)
     with atomic_path(out / KERAS_FILE) as tmp:
@@ -795,7 +802,9 @@ def _run(config: Config, out: Path, on_progress, should_stop, resume_from: Path 
         "chosen_restart": chosen,
         "train_seconds": round(train_seconds, 3),
         "wall_seconds": round(time.perf_counter() - started, 3),
-        "steps_per_second": round(trainer.step / train_seconds, 1) if train_seconds > 0 else None,
+        "polish_seconds": round(trainer.polish_seconds, 3),
+        # Training steps per second: the polish step's time is not spent on training steps.
+        "steps_per_second": round(trainer.step / step_seconds, 1) if step_seconds > 0 else None,
     }
     atomic_write_text(out / SUMMARY_FILE, json.dumps(_jsonable_tree(summary), indent=2) + "\n")
     return summary

@@ -100,3 +100,17 @@ def test_a_stopped_replica_gets_no_polished_candidate():
     results = trainer.fit(steps=1000, eval_every=1000, early_stop=False)
     assert not results[0].polished and results[0].selected_step == 0
     assert results[1].polished and results[1].selected_step == 1000
+
+
+def test_a_run_reports_its_polish_time_apart_from_its_training_speed(tmp_path):
+    from nalu_cli.training import train
+
+    config = resolve({
+        "task": {"op": "div", "input_size": 20},
+        "model": {"layers": ["nau", "nainpu"]},
+        "training": {"steps": 2000, "polish_every": 1000, "polish_iterations": 20, "early_stop": False},
+    })
+    summary = train(config, tmp_path / "run")
+    assert summary["polish_seconds"] > 0
+    step_seconds = summary["train_seconds"] - summary["polish_seconds"]
+    assert summary["steps_per_second"] == pytest.approx(2000 / step_seconds, rel=0.01)
