@@ -79,10 +79,10 @@ def test_fit_selects_the_polished_weights_on_interpolation_error():
 
 
 def test_without_polish_every_there_is_no_polish_step():
-    trainer = ReplicaTrainer(div_config(polish_every=0).model, div_config(polish_every=0).training,
-                             [Replica.for_seed(div_config(polish_every=0), 0)])
-    trainer.fit(steps=1000, eval_every=1000, early_stop=False)
-    assert not trainer.results[0].polished
+    trainer = trainer_at(div_config(polish_every=0, learning_rate=1e-6), [0], lambda spec: right_structure(spec, shared=0.3))
+    (result,) = trainer.fit(steps=1000, eval_every=1000, early_stop=False)
+    assert trainer._polish is None and not result.polished
+    assert result.extrapolation_mse > trainer.thresholds[0]  # the same start the polish solves (above)
 
 
 @pytest.mark.parametrize("value", [-1000, 1500])
