@@ -4,6 +4,13 @@ import keras
 from keras import ops
 
 
+def positive_number(name: str, value) -> float:
+    """`value` as a float if it is a positive number (not a bool); ValueError quoting it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"`{name}` must be a positive number. Received: {name}={value}")
+    return float(value)
+
+
 class ArithmeticUnit(keras.layers.Layer):
     """A layer whose maths are pure functions of its weights, so trainers can call them directly.
 

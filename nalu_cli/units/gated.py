@@ -2,7 +2,7 @@ import keras
 from keras import ops
 
 from nalu_cli.units import functional
-from nalu_cli.units.base import ArithmeticUnit
+from nalu_cli.units.base import ArithmeticUnit, positive_number
 
 
 @keras.saving.register_keras_serializable(package="nalu")
@@ -37,9 +37,7 @@ class Gated(ArithmeticUnit):
 
     def __init__(self, units, epsilon=1.1920929e-07, **kwargs):
         super().__init__(units, **kwargs)
-        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
-            raise ValueError(f"`epsilon` must be a positive number. Received: epsilon={epsilon}")
-        self.epsilon = float(epsilon)
+        self.epsilon = positive_number("epsilon", epsilon)
 
     def build(self, input_shape):
         fan_in = input_shape[-1]

@@ -2,7 +2,7 @@ import keras
 from keras import ops
 
 from nalu_cli.units import functional
-from nalu_cli.units.base import ArithmeticUnit
+from nalu_cli.units.base import ArithmeticUnit, positive_number
 
 
 @keras.saving.register_keras_serializable(package="nalu")
@@ -55,8 +55,7 @@ class INALU(ArithmeticUnit):
             ("omega", omega),
             ("regularizer_threshold", regularizer_threshold),
         ):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"`{name}` must be a positive number. Received: {name}={value}")
+            positive_number(name, value)
         self.w_initializer = keras.initializers.get(w_initializer or keras.initializers.RandomNormal(1.0, 0.1))
         self.m_initializer = keras.initializers.get(m_initializer or keras.initializers.RandomNormal(-1.0, 0.1))
         self.gate_initializer = keras.initializers.get(

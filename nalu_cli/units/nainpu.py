@@ -2,7 +2,7 @@ import keras
 from keras import ops
 
 from nalu_cli.units import functional
-from nalu_cli.units.base import ArithmeticUnit
+from nalu_cli.units.base import ArithmeticUnit, positive_number
 
 
 @keras.saving.register_keras_serializable(package="nalu")
@@ -33,10 +33,8 @@ class NaiNPU(ArithmeticUnit):
 
     def __init__(self, units, kernel_initializer="glorot_uniform", epsilon=1.1920929e-07, **kwargs):
         super().__init__(units, **kwargs)
-        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
-            raise ValueError(f"`epsilon` must be a positive number. Received: epsilon={epsilon}")
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.epsilon = float(epsilon)
+        self.epsilon = positive_number("epsilon", epsilon)
 
     def build(self, input_shape):
         self.w_real = self.add_weight(

@@ -2,7 +2,7 @@ import keras
 from keras import ops
 
 from nalu_cli.units import functional
-from nalu_cli.units.base import ArithmeticUnit
+from nalu_cli.units.base import ArithmeticUnit, positive_number
 
 
 @keras.saving.register_keras_serializable(package="nalu")
@@ -42,11 +42,9 @@ class RealNPU(ArithmeticUnit):
         **kwargs,
     ):
         super().__init__(units, **kwargs)
-        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
-            raise ValueError(f"`epsilon` must be a positive number. Received: epsilon={epsilon}")
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.gate_initializer = keras.initializers.get(gate_initializer or keras.initializers.Constant(0.5))
-        self.epsilon = float(epsilon)
+        self.epsilon = positive_number("epsilon", epsilon)
 
     def build(self, input_shape):
         self.w_real = self.add_weight(
