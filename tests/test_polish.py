@@ -60,7 +60,8 @@ def test_polishing_three_replicas_together_equals_polishing_each_alone():
     config = div_config(polish_iterations=50)
     starts = {0: 0.3, 1: 0.5, 2: 0.7}
     params_of = lambda spec: right_structure(spec, shared=starts[spec.seed])  # noqa: E731
-    together = trainer_at(config, [0, 1, 2], params_of)._evaluate_params(trainer_at(config, [0, 1, 2], params_of).polish())
+    trainer = trainer_at(config, [0, 1, 2], params_of)
+    together = trainer._evaluate_params(trainer.polish())
     for index, seed in enumerate((0, 1, 2)):
         alone = trainer_at(config, [seed], params_of)
         alone_params = alone._evaluate_params(alone.polish())["params"]
