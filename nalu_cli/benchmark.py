@@ -95,8 +95,7 @@ def run_group(work: dict) -> list[dict]:
 
     tf = import_tensorflow()
     use_one_thread(tf)  # workers fill the cores; one thread each is also the fastest per model
-    from nalu_cli.evaluation import finite_or_none
-    from nalu_cli.training import Replica, ReplicaTrainer
+    from nalu_cli.training import Replica, ReplicaTrainer, result_record
 
     config: Config = from_dict(work["config"])
     restarts = config.model.restart_count
@@ -104,39 +103,19 @@ def run_group(work: dict) -> list[dict]:
     groups = [list(range(i * restarts, (i + 1) * restarts)) for i in range(len(work["seeds"]))]
     trainer = ReplicaTrainer(config.model, config.training, replicas)
     training = config.training
-    results = trainer.fit(training.steps, training.eval_every, training.early_stop, groups=groups)
+    trainer.fit(training.steps, training.eval_every, training.early_stop, groups=groups)
     records = []
     for seed, group in zip(work["seeds"], groups):
-        chosen = trainer.chosen(group)  # the restart with the lowest interpolation MSE is the model
-        replica, threshold, result = replicas[chosen], trainer.thresholds[chosen], results[chosen]
-        record = {
-            "op": work["op"],
-            "unit": work["unit"],
-            "seed": seed,
-            "group": list(work["seeds"]),
-            "restarts": restarts,
-            "chosen_restart": chosen - group[0],
-            "success": bool(result.extrapolation_mse < threshold),
-            "solved_at_step": result.solved_at_step,
-            "solved_at_seconds": result.solved_at_seconds,
-            "interpolation_mse": finite_or_none(result.interpolation_mse),
-            "extrapolation_mse": finite_or_none(result.extrapolation_mse),
-            "threshold": float(threshold),
-            "sparsity_error": trainer.sparsity_error(result.selected_params),
-            "selected_step": result.selected_step,
-            "selected_snapped": result.snapped,
-            "selected_polished": result.polished,
-            "steps_trained": max(results[r].stopped_at_step for r in group),
-            "diverged_at_step": result.diverged_at_step,
-            "settings": work["settings"],
-        }
+        record = {"op": work["op"], "unit": work["unit"], **result_record(trainer, group, seed),
+                  "group": list(work["seeds"]), "settings": work["settings"]}
         if work["protocol"] == "trask":
-            record.update(_normalized_errors(config, replica.spec, trainer, result))
+            chosen = trainer.chosen(group)  # the restart with the lowest interpolation MSE is the model
+            record.update(_normalized_errors(config, replicas[chosen].spec, trainer.results[chosen]))
         records.append(record)
     return records
 
 
-def _normalized_errors(config: Config, spec, trainer, result) -> dict:
+def _normalized_errors(config: Config, spec, result) -> dict:
     from nalu_cli import tasks
     from nalu_cli.evaluation import normalized_error, random_baseline_mse
 

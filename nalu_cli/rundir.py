@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -196,6 +197,19 @@ def read_meta(saved_model: Path) -> dict:
     except (ValueError, KeyError, TypeError):
         raise NaluError(f"task spec {meta_path} is corrupted") from None
     return meta
+
+
+def jsonable(value):
+    """`value` as JSON can hold it: inf and NaN (which JSON lacks) become null, numpy scalars plain numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "item") and type(value).__module__ == "numpy":  # a numpy scalar, without importing numpy
+        return jsonable(value.item())
+    return value
 
 
 def read_json(path: Path) -> dict:

@@ -29,29 +29,30 @@ def right_structure(spec, shared=0.5, power=0.8):
 def trainer_at(config, seeds, params_of=right_structure):
     trainer = ReplicaTrainer(config.model, config.training, [Replica.for_seed(config, s) for s in seeds])
     stacked = [params_of(r.spec) for r in trainer.replicas]
-    trainer.params = [
+    params = [
         {name: tf.constant(np.stack([p[index][name] for p in stacked])) for name in layer}
         for index, layer in enumerate(stacked[0])
     ]
+    trainer.state = trainer.state._replace(params=params)
     return trainer
 
 
 def test_polish_carries_a_near_solution_of_a_over_b_to_the_exact_one():
     trainer = trainer_at(div_config(), [0])
-    before = trainer.evaluate()
-    polished = trainer._evaluate_params(trainer.polish())
-    assert before["interpolation"][0] > 1e-7
-    assert before["extrapolation"][0] > trainer.thresholds[0]
+    before = trainer.evaluate()[0]
+    polished = trainer.evaluate(trainer.polish(), polished=True)[0]
+    assert before.interpolation[0] > 1e-7
+    assert before.extrapolation[0] > trainer.thresholds[0]
     # Below the success threshold (MSE of weights 1e-5 off the exact ones) on the extrapolation range.
-    assert polished["interpolation"][0] < 1e-12
-    assert polished["extrapolation"][0] < trainer.thresholds[0]
+    assert polished.interpolation[0] < 1e-12
+    assert polished.extrapolation[0] < trainer.thresholds[0]
 
 
 def test_polish_leaves_the_training_state_alone():
     trainer = trainer_at(div_config(), [0])
-    before = [{k: v.numpy() for k, v in layer.items()} for layer in trainer.params]
+    before = [{k: v.numpy() for k, v in layer.items()} for layer in trainer.state.params]
     trainer.polish()
-    for layer_before, layer_after in zip(before, trainer.params):
+    for layer_before, layer_after in zip(before, trainer.state.params):
         for name, value in layer_before.items():
             np.testing.assert_array_equal(layer_after[name].numpy(), value)
 
@@ -61,11 +62,11 @@ def test_polishing_three_replicas_together_equals_polishing_each_alone():
     starts = {0: 0.3, 1: 0.5, 2: 0.7}
     params_of = lambda spec: right_structure(spec, shared=starts[spec.seed])  # noqa: E731
     trainer = trainer_at(config, [0, 1, 2], params_of)
-    together = trainer._evaluate_params(trainer.polish())
+    together = trainer.evaluate(trainer.polish(), polished=True)[0]
     for index, seed in enumerate((0, 1, 2)):
         alone = trainer_at(config, [seed], params_of)
-        alone_params = alone._evaluate_params(alone.polish())["params"]
-        for layer_together, layer_alone in zip(together["params"], alone_params):
+        alone_params = alone.evaluate(alone.polish(), polished=True)[0].params
+        for layer_together, layer_alone in zip(together.params, alone_params):
             for name, value in layer_alone.items():
                 np.testing.assert_allclose(layer_together[name][index], value[0], rtol=1e-5, atol=1e-6)
 
@@ -82,7 +83,7 @@ def test_fit_selects_the_polished_weights_on_interpolation_error():
 def test_without_polish_every_there_is_no_polish_step():
     trainer = trainer_at(div_config(polish_every=0, learning_rate=1e-6), [0], lambda spec: right_structure(spec, shared=0.3))
     (result,) = trainer.fit(steps=1000, eval_every=1000, early_stop=False)
-    assert trainer._polish is None and not result.polished
+    assert not trainer.polish_due() and not result.polished
     assert result.extrapolation_mse > trainer.thresholds[0]  # the same start the polish solves (above)
 
 
@@ -97,7 +98,7 @@ def test_a_stopped_replica_gets_no_polished_candidate():
     config = div_config(learning_rate=1e-6)
     trainer = trainer_at(config, [0, 1], lambda spec: right_structure(spec, shared=0.3))
     trainer.fit(steps=0, eval_every=1000, early_stop=False)  # records step 0 only
-    trainer.active[0] = False
+    trainer.status.active[0] = False
     results = trainer.fit(steps=1000, eval_every=1000, early_stop=False)
     assert not results[0].polished and results[0].selected_step == 0
     assert results[1].polished and results[1].selected_step == 1000

@@ -78,6 +78,7 @@ def test_same_seed_gives_bit_identical_weights(tmp_path, config_file):
 
 def test_crash_while_writing_a_checkpoint_leaves_the_previous_one_whole(tmp_path, config_file, monkeypatch):
     from nalu_cli import training
+    from nalu_cli.training import checkpoint
 
     run = tmp_path / "run"
     real_savez = np.savez
@@ -91,10 +92,10 @@ def test_crash_while_writing_a_checkpoint_leaves_the_previous_one_whole(tmp_path
             raise OSError("disk full (simulated)")
         real_savez(file, **arrays)
 
-    monkeypatch.setattr(training.np, "savez", savez_then_crash)
+    monkeypatch.setattr(checkpoint.np, "savez", savez_then_crash)
     result = invoke("train", "--config", config_file, *SMALL_RUN, "--steps", "3000", "--out", run)
     assert result.exit_code != 0
-    monkeypatch.setattr(training.np, "savez", real_savez)
+    monkeypatch.setattr(checkpoint.np, "savez", real_savez)
     arrays, scalars = training.read_checkpoint(run / "checkpoint")  # the second checkpoint, whole
     assert scalars["step"] == 500
     assert not [p for p in run.iterdir() if ".tmp-" in p.name]  # no half-written sibling left behind

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nalu_cli.config import resolve
-from nalu_cli.training import Replica, ReplicaTrainer
+from nalu_cli.training import Callback, Replica, ReplicaTrainer
 
 
 def config_for(unit, op="mul", **training):
@@ -55,7 +55,12 @@ def test_selection_ignores_the_extrapolation_set():
     config = config_for("nalu", steps=3000, eval_every=500, early_stop=False)
     trainer = ReplicaTrainer(config.model, config.training, [Replica.for_seed(config, 0)])
     history = []
-    (result,) = trainer.fit(3000, 500, False, on_eval=lambda step, entries, results: history.append(entries[0]))
+
+    class History(Callback):
+        def on_evaluation(self, trainer, entries):
+            history.append(entries[0])
+
+    (result,) = trainer.fit(3000, 500, False, callbacks=[History()])
     best = min(history, key=lambda entry: entry["interpolation_mse"])
     assert result.selected_step == best["step"]
     assert result.extrapolation_mse == best["extrapolation_mse"]
@@ -87,21 +92,17 @@ def test_only_the_default_model_restarts_by_default():
 
 
 def _run_adam_step(params, grads, split, steps=3, lr=0.01):
-    """Apply `_adam_step` `steps` times with the same gradients; returns the final weights."""
+    """Apply `optimizer.update` `steps` times with the same gradients; returns the final weights."""
     import tensorflow as tf
 
-    from nalu_cli.training import _adam_step
+    from nalu_cli.training import optimizer
 
     params = [{k: tf.constant(v) for k, v in layer.items()} for layer in params]
     grads = [{k: tf.constant(v) for k, v in layer.items()} for layer in grads]
-    m = tf.nest.map_structure(tf.zeros_like, params)
-    v = tf.nest.map_structure(tf.zeros_like, params)
-    mc = [{k: tf.zeros_like(layer[k][..., :1, :]) for k in names} for layer, names in zip(params, split)]
-    vc = tf.nest.map_structure(tf.zeros_like, mc)
+    state = optimizer.init(params, split)
     for step in range(steps):
-        t = step + 1.0
-        step_size = tf.constant([lr * np.sqrt(1 - 0.999**t) / (1 - 0.9**t)], tf.float32)
-        params, m, v, mc, vc = _adam_step(params, grads, m, v, mc, vc, step_size)
+        step_size = optimizer.step_size(tf.constant([lr]), tf.constant(step, tf.int64))
+        params, state = optimizer.update(grads, state, params, step_size)
     return [{k: t.numpy() for k, t in layer.items()} for layer in params]
 
 
@@ -138,11 +139,11 @@ def test_split_adam_moves_what_tells_inputs_apart_at_the_learning_rate():
 def test_split_adam_splits_the_first_layers_weight_matrices_only():
     import tensorflow as tf
 
-    from nalu_cli.training import _split_weights
+    from nalu_cli.training.optimizer import split_weights
 
     params = [{"w": tf.zeros((3, 100, 2)), "g": tf.zeros((3, 100))}, {"w": tf.zeros((3, 2, 1))}]
-    assert _split_weights(params, "split-adam") == [("w",), ()]
-    assert _split_weights(params, "adam") == [(), ()]
+    assert split_weights(params, "split-adam") == [("w",), ()]
+    assert split_weights(params, "adam") == [(), ()]
 
 
 def test_nau_nmu_learns_multiplication_with_split_adam():

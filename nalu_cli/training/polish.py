@@ -1,0 +1,94 @@
+"""The polish step: Levenberg-Marquardt on the plain MSE over fixed interpolation samples.
+
+Adam's noisy steps stop short of an ill-conditioned minimum: on a/b over U[1, 2] the
+output depends on the shared inputs' weights and the powers only at second order
+(a/b = 1 + (a - b)/b + ...), so those directions have curvature ~1e-4 of the others.
+A damped Gauss-Newton step solves (J^T J + lambda diag(J^T J)) d = -J^T r, which
+rescales every direction by its own curvature. It runs in float64 on all parameters
+flattened per replica ([R, P], P is a few hundred), one trial step per iteration,
+clipped like a training step; lambda shrinks 3x after an accepted step and grows 4x
+after a rejected one (Marquardt's rule), per replica. The regulariser is left out:
+this is a fit of the data, and `snap` still rounds afterwards.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from nalu_cli import tasks
+
+# Fixed interpolation samples the polish step fits (training.polish_every); more than the
+# parameters of the models here (about 200), and the exact solution has zero residual.
+SAMPLES = 256
+
+
+def make_polish(forward, layers, like: list, specs: list, iterations: int):
+    """polish(params) -> params: `iterations` LM iterations for every replica at once (pure).
+
+    `forward(params, x)` is the model's pure forward pass, `like` params of the right
+    structure and shapes ([R, ...] per weight), `specs` the replicas' tasks, whose polish
+    sets (tasks.polish_set: training data, not the validation set) are fitted.
+    """
+    replicas = len(specs)
+    names = [(index, name) for index, layer in enumerate(like) for name in layer]
+    shapes = [like[index][name].shape[1:] for index, name in names]
+    sizes = [int(np.prod(shape)) for shape in shapes]
+    pairs = [tasks.polish_set(spec, SAMPLES) for spec in specs]
+    x = tf.constant(np.stack([x for x, _ in pairs]), tf.float64)  # [R, N, in]
+    y = tf.constant(np.stack([y[:, 0] for _, y in pairs]), tf.float64)  # [R, N]
+
+    def unflatten(theta):
+        """[R, P] -> params [R, ...]; or [R, N, P] -> one copy of the params per sample, [R, N, ...]."""
+        leading = theta.shape[:-1]
+        params = [{} for _ in like]
+        for (index, name), shape, piece in zip(names, shapes, tf.split(theta, sizes, axis=-1)):
+            params[index][name] = tf.reshape(piece, [*leading, *shape])
+        return params
+
+    def flatten(params):
+        return tf.concat([tf.reshape(params[index][name], [replicas, -1]) for index, name in names], axis=1)
+
+    def residuals(theta):
+        return tf.reshape(forward(unflatten(theta), x), [replicas, -1]) - y
+
+    def residuals_and_jacobian(theta):
+        """r [R, N] and dr/dtheta [R, N, P] from one backward pass: every sample gets its own
+        copy of the weights (units are vectorised over leading axes), so the gradient of the
+        summed outputs with respect to sample n's copy is row n of the Jacobian."""
+        copies = tf.broadcast_to(theta[:, None, :], [replicas, SAMPLES, theta.shape[-1]])
+        with tf.GradientTape() as tape:
+            tape.watch(copies)
+            out = tf.reshape(forward(unflatten(copies), x[:, :, None, :]), [replicas, SAMPLES])
+        return out - y, tape.gradient(out, copies)
+
+    def mse(theta):
+        loss = tf.reduce_mean(tf.square(residuals(theta)), axis=1)
+        return tf.where(tf.math.is_finite(loss), loss, tf.constant(np.inf, tf.float64))
+
+    @tf.function(autograph=False)
+    def polish(params):
+        theta = flatten(tf.nest.map_structure(lambda t: tf.cast(t, tf.float64), params))
+
+        def body(i, theta, damping, loss):
+            r, jacobian = residuals_and_jacobian(theta)
+            jtj = tf.linalg.matmul(jacobian, jacobian, transpose_a=True)
+            jtr = tf.linalg.matvec(jacobian, r, adjoint_a=True)
+            diagonal = tf.linalg.diag_part(jtj)
+            # Marquardt's scaling, plus a floor so a parameter with no gradient keeps the system solvable.
+            floor = 1e-12 * tf.reduce_max(diagonal, axis=1, keepdims=True) + 1e-300
+            system = jtj + tf.linalg.diag(damping[:, None] * diagonal + floor)
+            step = tf.linalg.solve(system, -jtr[..., None])[..., 0]
+            trial = flatten([layer.clip(**p) for layer, p in zip(layers, unflatten(theta + step))])
+            trial_loss = mse(trial)
+            better = tf.math.is_finite(trial_loss) & (trial_loss < loss) & tf.reduce_all(tf.math.is_finite(trial), axis=1)
+            theta = tf.where(better[:, None], trial, theta)
+            loss = tf.where(better, trial_loss, loss)
+            damping = tf.clip_by_value(tf.where(better, damping / 3.0, damping * 4.0), 1e-12, 1e12)
+            return i + 1, theta, damping, loss
+
+        initial = (tf.constant(0), theta, tf.fill([replicas], tf.constant(1e-3, tf.float64)), mse(theta))
+        _, theta, _, _ = tf.while_loop(lambda i, *_: i < iterations, body, initial, parallel_iterations=1)
+        return tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), unflatten(theta))
+
+    return polish

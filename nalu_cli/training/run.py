@@ -1,0 +1,161 @@
+"""One run, `nalu train`: a config in, a run directory out (layout in rundir.py).
+
+train() starts a run, resume() continues one from its checkpoint; both compose the trainer,
+the RunWriter callback, the selected model's SavedModel and the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import tensorflow as tf
+
+from nalu_cli._tf import use_one_thread
+from nalu_cli.config import Config, dump_yaml, load_yaml, resolve
+from nalu_cli.errors import NaluError
+from nalu_cli.export import make_meta, write_saved_model
+from nalu_cli.model import set_params
+from nalu_cli.rundir import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    KERAS_FILE,
+    METRICS_FILE,
+    SAVED_MODEL_DIR,
+    SUMMARY_FILE,
+    atomic_path,
+    atomic_write_text,
+    discard_backup,
+    is_run_dir,
+    jsonable,
+    prepare_output,
+    restore_backup,
+    run_lock,
+)
+from nalu_cli.training.callbacks import RunWriter, Stopwatch, truncate_metrics
+from nalu_cli.training.checkpoint import has_checkpoint, read_checkpoint
+from nalu_cli.training.record import result_record
+from nalu_cli.training.replicas import Replica
+from nalu_cli.training.trainer import ReplicaTrainer
+
+# `nalu train` runs TF on one thread up to this many models (restarts); see _tf.use_one_thread.
+ONE_THREAD_MAX_MODELS = 8
+
+
+def train(
+    config: Config,
+    out: Path,
+    overwrite: bool = False,
+    on_progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict:
+    """Train one model as `config` says, writing the run directory `out`; returns the summary.
+
+    `should_stop` is asked between chunks: when it says yes, the run is checkpointed,
+    its selected model saved, and the summary says stop_reason "interrupted"
+    (continue it with `resume`). A failure before the run exists leaves any old
+    run directory (moved aside for --overwrite) back in place.
+    """
+    out = Path(out)
+    backup = prepare_output(out, overwrite, kind="run")
+    try:
+        out.mkdir(parents=True)
+    except FileExistsError:  # another process created it since the check
+        restore_backup(out, backup)
+        raise NaluError(f"{out} already exists; pass --overwrite to replace it") from None
+    try:
+        with run_lock(out):
+            atomic_write_text(out / CONFIG_FILE, dump_yaml(config))
+            summary = _run(config, out, on_progress, should_stop)
+    except BaseException:
+        restore_backup(out, backup)
+        raise
+    discard_backup(backup)
+    return summary
+
+
+def resume(
+    out: Path,
+    steps: int | None = None,
+    on_progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict:
+    """Continue an interrupted run from its last checkpoint; ends where an uninterrupted run would."""
+    out = Path(out)
+    if not out.exists():
+        raise NaluError(f"no such run directory: {out}")
+    if not is_run_dir(out):
+        raise NaluError(f"{out} is not a nalu run directory")
+    if not has_checkpoint(out / CHECKPOINT_DIR):
+        raise NaluError(f"run {out} has no checkpoint to resume from")
+    config = resolve(load_yaml(out / CONFIG_FILE))
+    if steps is not None:
+        config = resolve(config.to_dict(), {"training": {"steps": steps}})
+    with run_lock(out):
+        atomic_write_text(out / CONFIG_FILE, dump_yaml(config))
+        return _run(config, out, on_progress, should_stop, resume_from=out / CHECKPOINT_DIR)
+
+
+def _run(config: Config, out: Path, on_progress, should_stop, resume_from: Path | None = None) -> dict:
+    started = time.perf_counter()
+    training = config.training
+    replicas = Replica.with_restarts(config, config.seed)
+    if len(replicas) <= ONE_THREAD_MAX_MODELS:
+        use_one_thread(tf)
+    trainer = ReplicaTrainer(config.model, training, replicas)
+    restarts = list(range(len(replicas)))
+    previous_seconds = 0.0
+    if resume_from is not None:
+        arrays, scalars = read_checkpoint(resume_from)
+        trainer.restore(arrays, scalars)
+        previous_seconds = float(scalars.get("train_seconds", 0.0))
+        truncate_metrics(out / METRICS_FILE, trainer.step)
+    stopwatch = Stopwatch(previous_seconds)
+    with RunWriter(out, restarts, stopwatch, training.steps, on_progress) as writer:
+        trainer.fit(training.steps, training.eval_every, training.early_stop, [writer], should_stop, [restarts])
+    train_seconds = stopwatch.seconds()
+    save_selected(trainer, restarts, config, out)
+    summary = summarize(trainer, restarts, config, train_seconds, wall_seconds=time.perf_counter() - started)
+    atomic_write_text(out / SUMMARY_FILE, json.dumps(jsonable(summary), indent=2) + "\n")
+    return summary
+
+
+def save_selected(trainer: ReplicaTrainer, restarts: list[int], config: Config, out: Path) -> None:
+    """The run's model (its chosen restart's selected checkpoint) as model.keras and saved_model/."""
+    chosen = trainer.chosen(restarts)
+    result = trainer.results[chosen]
+    set_params(trainer.model, result.selected_params)
+    with atomic_path(out / KERAS_FILE) as tmp:
+        trainer.model.save(str(tmp))
+    meta = make_meta(trainer.replicas[chosen].spec.to_dict(), config.to_dict()["model"], selected_step=result.selected_step)
+    write_saved_model(trainer.model, meta, out / SAVED_MODEL_DIR)
+
+
+def summarize(trainer: ReplicaTrainer, restarts: list[int], config: Config, train_seconds: float, wall_seconds: float) -> dict:
+    """summary.json: the shared result record, with the task, why training stopped, and its times."""
+    record = result_record(trainer, restarts, config.seed)
+    result = trainer.results[trainer.chosen(restarts)]
+    if trainer.interrupted:
+        stop_reason = "interrupted"
+    elif result.diverged_at_step is not None:
+        stop_reason = "diverged"
+    elif config.training.early_stop and record["success"] and trainer.step < config.training.steps:
+        stop_reason = "success"
+    else:
+        stop_reason = "steps"
+    step_seconds = train_seconds - trainer.polish_seconds
+    spec = trainer.replicas[0].spec
+    return {
+        "task": spec.to_dict(),
+        "formula": spec.formula(),
+        "unit": config.model.name,
+        **record,
+        "stop_reason": stop_reason,
+        "train_seconds": round(train_seconds, 3),
+        "wall_seconds": round(wall_seconds, 3),
+        "polish_seconds": round(trainer.polish_seconds, 3),
+        # Training steps per second: the polish step's time is not spent on training steps.
+        "steps_per_second": round(trainer.step / step_seconds, 1) if step_seconds > 0 else None,
+    }
