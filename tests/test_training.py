@@ -170,3 +170,37 @@ def test_use_one_thread_takes_effect_in_a_fresh_process():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["1", "1"]
+
+
+def test_apply_if_finite_rolls_back_only_the_replicas_that_went_non_finite():
+    import tensorflow as tf
+
+    from nalu_cli.training.optimizer import AdamState
+    from nalu_cli.training.step import TrainState, apply_if_finite
+
+    def chunk(start, n, state, active, lr_scale):  # replica 1's weights blow up, replica 2's loss does
+        params = [{"w": state.params[0]["w"] + tf.constant([[1.0], [np.inf], [1.0]])}]
+        return TrainState(params, state.optimizer), tf.constant([0.5, 0.5, np.nan])
+
+    state = TrainState([{"w": tf.zeros((3, 1))}], AdamState([{}], [{}], [{}], [{}]))
+    new_state, losses, finite = apply_if_finite(chunk)(0, 10, state, np.ones(3, bool), np.ones(3, np.float32))
+    assert finite.tolist() == [True, False, False]
+    assert new_state.params[0]["w"].numpy()[:, 0].tolist() == [1.0, 0.0, 0.0]
+    assert losses[0] == 0.5 and np.isnan(losses[1:]).all()
+
+
+def test_a_trainer_restored_from_its_checkpoint_continues_exactly():
+    config = config_for("nau", op="add")
+    replicas = [Replica.for_seed(config, seed) for seed in (0, 1)]
+    first = ReplicaTrainer(config.model, config.training, replicas)
+    first.fit(300, 100, False)
+    arrays, scalars = first.checkpoint().arrays_and_scalars()
+    second = ReplicaTrainer(config.model, config.training, replicas)
+    second.restore(arrays, scalars)
+    assert second.step == 300 and [r.selected_step for r in second.results] == [r.selected_step for r in first.results]
+    first.fit(600, 100, False)
+    second.fit(600, 100, False)
+    for index in range(2):
+        for a, b in zip(first.replica_params(index), second.replica_params(index)):
+            for name in a:
+                np.testing.assert_array_equal(a[name], b[name])

@@ -14,23 +14,26 @@ One concern per module, data flowing one way:
     run.py         `nalu train`: train() and resume() write a run directory
 """
 
-from nalu_cli.training.callbacks import Callback, RunWriter
-from nalu_cli.training.checkpoint import read_checkpoint, write_checkpoint
-from nalu_cli.training.record import result_record
-from nalu_cli.training.replicas import Replica
-from nalu_cli.training.run import resume, train
-from nalu_cli.training.selection import ReplicaResult
-from nalu_cli.training.trainer import ReplicaTrainer
+from importlib import import_module
 
-__all__ = [
-    "Callback",
-    "Replica",
-    "ReplicaResult",
-    "ReplicaTrainer",
-    "RunWriter",
-    "read_checkpoint",
-    "result_record",
-    "resume",
-    "train",
-    "write_checkpoint",
-]
+# Where each public name lives. Loaded on first use, so that the numpy-only modules
+# (selection, checkpoint) import without TensorFlow.
+_PUBLIC = {
+    "Callback": "callbacks",
+    "RunWriter": "callbacks",
+    "read_checkpoint": "checkpoint",
+    "write_checkpoint": "checkpoint",
+    "result_record": "record",
+    "Replica": "replicas",
+    "resume": "run",
+    "train": "run",
+    "ReplicaResult": "selection",
+    "ReplicaTrainer": "trainer",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_PUBLIC[name]}"), name)
