@@ -51,7 +51,9 @@ class ReplicaTrainer:
         self._chunk = apply_if_finite(make_chunk(self.forward, self.layers, self.replicas, training))
         self.snap_selection = training.snap_selection and can_snap(self.layers, params)
         self._evaluate = make_evaluator(self.forward, self.layers, specs, self.snap_selection)
-        self._polish = make_polish(self.forward, self.layers, params, specs, training.polish_iterations) if training.polish_every else None
+        self._polish = None
+        if training.polish_every:
+            self._polish = make_polish(self.forward, self.layers, params, specs, training.polish_iterations)
         self._evaluated = False  # whether step 0 has been evaluated (fit does it once)
 
     def forward(self, params, x):
@@ -154,7 +156,8 @@ class ReplicaTrainer:
         """Continue from `checkpoint().arrays_and_scalars()` as written by an earlier run of the same config."""
         params, moments = self.state
         saved = Checkpoint.from_arrays_and_scalars(arrays, scalars, like={"params": params, **moments._asdict()})
-        trees = {kind: [{name: tf.constant(v) for name, v in layer.items()} for layer in tree] for kind, tree in saved.trees.items()}
+        trees = {kind: tf.nest.map_structure(tf.constant, tree) for kind, tree in saved.trees.items()}
         self.state = TrainState(trees.pop("params"), optimizer.AdamState(**trees))
-        self.status, self.results, self.step, self.polish_seconds = saved.status, saved.results, saved.step, saved.polish_seconds
+        self.status, self.results, self.step = saved.status, saved.results, saved.step
+        self.polish_seconds = saved.polish_seconds
         self._evaluated = True
