@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nalu_cli import ops
 from nalu_cli.errors import NaluError
 
-OPS = ("add", "sub", "mul", "div", "square", "sqrt")
+OPS = ops.NAMES
 # Units the model builder knows; kept here (not in nalu_cli.units) so that
 # validating a config never imports TensorFlow.
 # adam: Adam as published. split-adam: Adam with each weight matrix's gradient split into its

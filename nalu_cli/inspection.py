@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from nalu_cli import tasks
+from nalu_cli import ops, tasks
 from nalu_cli.errors import NaluError
 from nalu_cli.evaluation import finite_or_none, mse, relative_error
 from nalu_cli.rundir import (
@@ -177,19 +177,13 @@ def true_canon(spec: tasks.TaskSpec) -> tuple:
     (a0, a1), (b0, b1) = spec.subsets
     a = {i: 1.0 for i in range(a0, a1)}
     b = {i: 1.0 for i in range(b0, b1)}
-    form_a, form_b = _linear(a)[1], _linear(b)[1]
-    if spec.op in ("add", "sub"):
-        sign = 1.0 if spec.op == "add" else -1.0
+    op = ops.get(spec.op)
+    if op.sum_sign is not None:
         total = dict(a)
         for i, c in b.items():
-            total[i] = total.get(i, 0.0) + sign * c
+            total[i] = total.get(i, 0.0) + op.sum_sign * c
         return _linear(total)
-    factors = {
-        "mul": [(form_a, 1.0), (form_b, 1.0)],
-        "div": [(form_a, 1.0), (form_b, -1.0)],
-        "square": [(form_a, 2.0)],
-        "sqrt": [(form_a, 0.5)],
-    }[spec.op]
+    factors = [(form, power) for form, power in zip((_linear(a)[1], _linear(b)[1]), op.powers) if power != 0]
     return _product(1.0, factors)
 
 
