@@ -18,14 +18,13 @@ from typing import Any
 
 from nalu_cli import ops
 from nalu_cli.errors import NaluError
+from nalu_cli.unit_names import UNIT_CLASSES
 
 OPS = ops.NAMES
-# Units the model builder knows; kept here (not in nalu_cli.units) so that
-# validating a config never imports TensorFlow.
+UNITS = tuple(UNIT_CLASSES)  # the units the model builder knows
 # adam: Adam as published. split-adam: Adam with each weight matrix's gradient split into its
 # mean over the inputs (the common mode) and the rest, each part with its own moments (see training.py).
 OPTIMIZERS = ("split-adam", "adam")
-UNITS = ("nac", "nalu", "nau", "nmu", "inalu", "realnpu", "nainpu", "nmru", "linear", "relu", "gated")
 
 # The default model's layers (model.unit "default"): see README, "The default model".
 DEFAULT_LAYERS = ("nau", "gated")
