@@ -26,7 +26,6 @@ from nalu_cli.evaluation import finite_or_none, mse, relative_error
 from nalu_cli.rundir import (
     KERAS_FILE,
     ModelSource,
-    atomic_path,
     check_output,
     discard_backup,
     prepare_output,
@@ -450,7 +449,7 @@ def snap(path: Path, out: Path, overwrite: bool = False) -> dict:
     on the extrapolation range scaled by FAR_FACTOR: a correctly snapped model is exact there
     up to float precision.
     """
-    from nalu_cli.export import write_saved_model
+    from nalu_cli.export import write_model
     from nalu_cli.model import set_params
 
     out = Path(out)
@@ -500,9 +499,7 @@ def snap(path: Path, out: Path, overwrite: bool = False) -> dict:
     meta = {**loaded.source.meta, "snapped_from": str(path)}
     backup = prepare_output(out, overwrite, kind="SavedModel")
     try:
-        write_saved_model(loaded.model, meta, out)
-        with atomic_path(out / KERAS_FILE) as tmp:
-            loaded.model.save(str(tmp))
+        write_model(loaded.model, meta, out, out / KERAS_FILE)
     except BaseException:
         restore_backup(out, backup)
         raise
