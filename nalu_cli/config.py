@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nalu_cli import ops
 from nalu_cli.errors import NaluError
+from nalu_cli.ranges import check_domain, parse_range, parse_subsets
+from nalu_cli.unit_names import UNIT_CLASSES
 
-OPS = ("add", "sub", "mul", "div", "square", "sqrt")
-# Units the model builder knows; kept here (not in nalu_cli.units) so that
-# validating a config never imports TensorFlow.
+OPS = ops.NAMES
+UNITS = tuple(UNIT_CLASSES)  # the units the model builder knows
 # adam: Adam as published. split-adam: Adam with each weight matrix's gradient split into its
 # mean over the inputs (the common mode) and the rest, each part with its own moments (see training.py).
 OPTIMIZERS = ("split-adam", "adam")
-UNITS = ("nac", "nalu", "nau", "nmu", "inalu", "realnpu", "nainpu", "nmru", "linear", "relu", "gated")
 
 # The default model's layers (model.unit "default"): see README, "The default model".
 DEFAULT_LAYERS = ("nau", "gated")
@@ -170,37 +171,6 @@ def _merge(instance: Any, updates: dict, prefix: str = "") -> None:
             setattr(instance, key, _coerce(full, value, hints[key]))
 
 
-def parse_range(key: str, value: Any) -> list[list[float]]:
-    """Normalise `[lo, hi]` or `[[lo, hi], ...]` to a sorted list of disjoint intervals."""
-    if (
-        isinstance(value, list)
-        and len(value) == 2
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    ):
-        value = [value]
-    if not isinstance(value, list) or not value:
-        raise NaluError(f"config key '{key}' must be [lo, hi] or a list of [lo, hi], got {value!r}")
-    intervals = []
-    for interval in value:
-        if not (
-            isinstance(interval, list)
-            and len(interval) == 2
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in interval)
-        ):
-            raise NaluError(f"config key '{key}' must be [lo, hi] or a list of [lo, hi], got {value!r}")
-        lo, hi = float(interval[0]), float(interval[1])
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise NaluError(f"config key '{key}' must be finite, got {interval!r}")
-        if lo >= hi:
-            raise NaluError(f"config key '{key}': lo must be below hi, got [{lo:g}, {hi:g}]")
-        intervals.append([lo, hi])
-    intervals.sort()
-    for (_, hi0), (lo1, _) in zip(intervals, intervals[1:]):
-        if lo1 < hi0:
-            raise NaluError(f"config key '{key}': intervals overlap in {value!r}")
-    return intervals
-
-
 def validate(config: Config) -> Config:
     """Check values that types alone cannot; normalise ranges in place."""
     task, model, training = config.task, config.model, config.training
@@ -242,7 +212,7 @@ def validate(config: Config) -> Config:
     task.interpolation_range = parse_range("task.interpolation_range", task.interpolation_range)
     task.extrapolation_range = parse_range("task.extrapolation_range", task.extrapolation_range)
     if task.subsets is not None:
-        task.subsets = _parse_subsets(task.subsets, task.input_size, task.op)
+        task.subsets = parse_subsets(task.subsets, task.input_size)
     else:
         subset = int(task.subset_ratio * task.input_size)
         span = 2 * subset - int(task.overlap_ratio * subset)
@@ -254,36 +224,6 @@ def validate(config: Config) -> Config:
     for key in ("interpolation_range", "extrapolation_range"):
         check_domain(task.op, f"task.{key}", getattr(task, key))
     return config
-
-
-def _parse_subsets(value: Any, input_size: int, op: str) -> list[list[int]]:
-    if not (
-        isinstance(value, list)
-        and len(value) == 2
-        and all(
-            isinstance(s, list) and len(s) == 2 and all(isinstance(i, int) and not isinstance(i, bool) for i in s)
-            for s in value
-        )
-    ):
-        raise NaluError(f"config key 'task.subsets' must be [[start, end], [start, end]], got {value!r}")
-    for start, end in value:
-        if not 0 <= start < end <= input_size:
-            raise NaluError(
-                f"config key 'task.subsets': slice [{start}, {end}] does not fit input_size={input_size}"
-            )
-    return [list(s) for s in value]
-
-
-def check_domain(op: str, key: str, intervals: list[list[float]]) -> None:
-    """Reject ranges where the target is undefined: sqrt of negatives, division by a sum that can be 0."""
-    lowest, highest = intervals[0][0], intervals[-1][1]
-    if op == "sqrt" and lowest < 0:
-        raise NaluError(f"op 'sqrt' needs non-negative inputs, but {key} reaches {lowest:g}")
-    if op == "div" and lowest <= 0 <= highest:
-        raise NaluError(
-            f"op 'div' needs inputs of one sign (a sum over them divides), but {key} "
-            f"[{lowest:g}, {highest:g}] contains 0"
-        )
 
 
 def load_yaml(path: Path) -> dict:

@@ -61,6 +61,19 @@ def write_saved_model(model, meta: dict, path: Path) -> None:
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
 
 
+def write_model(model, meta: dict, saved_model_path: Path, keras_path: Path | None = None) -> None:
+    """Write `model` as a SavedModel carrying `meta` and, given `keras_path`, as a .keras file; each atomically.
+
+    The SavedModel is written first: `keras_path` may lie inside it (`out/model.keras` of an
+    export or a snap), and writing the SavedModel replaces its directory. A run directory
+    holds the two side by side (`saved_model/`, `model.keras`).
+    """
+    write_saved_model(model, meta, saved_model_path)
+    if keras_path is not None:
+        with atomic_path(keras_path) as tmp:
+            model.save(str(tmp))
+
+
 class SavedModelPredictor:
     """Calls a SavedModel's serving signature on numpy batches."""
 
@@ -153,13 +166,11 @@ def export(source_path: Path, out: Path, formats: list[str], overwrite: bool = F
     written = {}
     try:
         if model is not None:
-            write_saved_model(model, source.meta, out)
+            write_model(model, source.meta, out, out / KERAS_FILE if "keras" in formats else None)
         else:
             _copy_saved_model(source, out)
         written["savedmodel"] = str(out)
         if "keras" in formats:
-            with atomic_path(out / KERAS_FILE) as tmp:
-                model.save(str(tmp))
             written["keras"] = str(out / KERAS_FILE)
         if "tflite" in formats:
             written["tflite"] = str(_write_tflite(out))

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from nalu_cli import ops
 from nalu_cli.config import TaskConfig
 
 # Stream identifiers: every split draws from its own seed, forked from the run seed.
@@ -73,16 +74,9 @@ class TaskSpec:
         return data
 
     def formula(self) -> str:
+        """The target as text over the slices, e.g. `sum(x[3:28]) * sum(x[16:41])`."""
         (a0, a1), (b0, b1) = self.subsets
-        a, b = f"sum(x[{a0}:{a1}])", f"sum(x[{b0}:{b1}])"
-        return {
-            "add": f"{a} + {b}",
-            "sub": f"{a} - {b}",
-            "mul": f"{a} * {b}",
-            "div": f"{a} / {b}",
-            "square": f"{a}^2",
-            "sqrt": f"sqrt({a})",
-        }[self.op]
+        return ops.get(self.op).formula(f"sum(x[{a0}:{a1}])", f"sum(x[{b0}:{b1}])")
 
 
 def _as_intervals(value) -> tuple[tuple[float, float], ...]:
@@ -109,19 +103,7 @@ def place_subsets(input_size: int, subset_ratio: float, overlap_ratio: float, se
 
 def apply_op(op: str, a, b, sqrt=np.sqrt):
     """y = op(a, b); works on numpy arrays and tensors alike (pass the matching sqrt)."""
-    if op == "add":
-        return a + b
-    if op == "sub":
-        return a - b
-    if op == "mul":
-        return a * b
-    if op == "div":
-        return a / b
-    if op == "square":
-        return a * a
-    if op == "sqrt":
-        return sqrt(a)
-    raise ValueError(f"unknown op {op!r}")
+    return ops.get(op).function(a, b, sqrt)
 
 
 def uniform_union_numpy(rng: np.random.Generator, intervals, shape, dtype=np.float64) -> np.ndarray:

@@ -7,7 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from nalu_cli.export import SavedModelPredictor
+from nalu_cli.config import ModelConfig
+from nalu_cli.export import SavedModelPredictor, load_keras_model, make_meta, write_model
+from nalu_cli.model import build_model
+from nalu_cli.rundir import KERAS_FILE, META_FILE, SAVED_MODEL_DIR
 from tests.conftest import invoke
 
 PLAIN_TF = """
@@ -94,3 +97,31 @@ def test_export_refuses_existing_output_unless_overwrite(add_run, exported):
     result = invoke("export", add_run, "--out", exported)
     assert result.exit_code == 2 and "--overwrite" in result.stderr
     assert (exported / "saved_model.pb").read_bytes() == before
+
+
+def small_model_and_meta():
+    model = build_model(ModelConfig(layers=["nau", "nmu"]), input_size=10, seed=3)
+    task = {"op": "mul", "input_size": 10, "subsets": [[0, 3], [2, 5]], "interpolation_range": [[1.0, 2.0]],
+            "extrapolation_range": [[2.0, 6.0]], "seed": 0}
+    return model, make_meta(task, {"unit": "nau-nmu", "layers": ["nau", "nmu"]})
+
+
+def test_write_model_puts_the_keras_file_inside_the_saved_model_when_asked(tmp_path):
+    model, meta = small_model_and_meta()
+    x = np.random.default_rng(0).uniform(1, 2, (16, 10)).astype(np.float32)
+    write_model(model, meta, tmp_path / "out", tmp_path / "out" / KERAS_FILE)
+    assert json.loads((tmp_path / "out" / META_FILE).read_text()) == meta
+    np.testing.assert_allclose(SavedModelPredictor(tmp_path / "out")(x), np.asarray(model(x)), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(load_keras_model(tmp_path / "out" / KERAS_FILE)(x)), np.asarray(model(x)))
+
+
+def test_write_model_writes_a_run_directorys_pair_side_by_side_and_leaves_no_temporaries(tmp_path):
+    model, meta = small_model_and_meta()
+    write_model(model, meta, tmp_path / SAVED_MODEL_DIR, tmp_path / KERAS_FILE)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([KERAS_FILE, SAVED_MODEL_DIR])
+
+
+def test_write_model_without_a_keras_path_writes_the_saved_model_only(tmp_path):
+    model, meta = small_model_and_meta()
+    write_model(model, meta, tmp_path / "out")
+    assert (tmp_path / "out" / "saved_model.pb").is_file() and not (tmp_path / "out" / KERAS_FILE).exists()

@@ -13,7 +13,8 @@ import pytest
 from keras import ops
 
 from nalu_cli.config import UNITS
-from nalu_cli.units import INALU, NAU, NMRU, NMU, UNIT_LAYERS, Linear, NaiNPU, RealNPU, ReLUMLP
+from nalu_cli.unit_names import UNIT_CLASSES
+from nalu_cli.units import INALU, NAU, NMRU, NMU, UNIT_LAYERS, ArithmeticUnit, Linear, NaiNPU, RealNPU, ReLUMLP
 
 IN, OUT, BATCH, REPLICAS = 5, 3, 32, 3
 
@@ -435,7 +436,13 @@ def test_invalid_arguments_are_rejected_quoting_the_value(make, message):
 
 def test_every_configurable_unit_has_a_layer_in_the_same_order():
     assert tuple(UNIT_LAYERS) == UNITS
-    assert UNITS[:2] == ("nac", "nalu")
+    assert UNITS == ("nac", "nalu", "nau", "nmu", "inalu", "realnpu", "nainpu", "nmru", "linear", "relu", "gated")
+
+
+def test_every_registered_name_resolves_to_the_arithmetic_unit_class_the_table_names():
+    for name, layer_cls in UNIT_LAYERS.items():
+        assert isinstance(layer_cls, type) and issubclass(layer_cls, ArithmeticUnit), name
+        assert layer_cls.__name__ == UNIT_CLASSES[name]
 
 
 @pytest.mark.parametrize("layer_cls", [NAU, NMU, INALU, RealNPU, NaiNPU, NMRU, Linear, ReLUMLP])

@@ -3,6 +3,7 @@
 Importing this package registers every unit for `.keras` deserialisation.
 """
 
+from nalu_cli.unit_names import UNIT_CLASSES
 from nalu_cli.units.base import ArithmeticUnit
 from nalu_cli.units.gated import Gated
 from nalu_cli.units.inalu import INALU
@@ -16,20 +17,8 @@ from nalu_cli.units.nmu import NMU
 from nalu_cli.units.realnpu import RealNPU
 from nalu_cli.units.relu import ReLUMLP
 
-# Keys match `nalu_cli.config.UNITS`, in the same order.
-UNIT_LAYERS: dict[str, type[ArithmeticUnit]] = {
-    "nac": NAC,
-    "nalu": NALU,
-    "nau": NAU,
-    "nmu": NMU,
-    "inalu": INALU,
-    "realnpu": RealNPU,
-    "nainpu": NaiNPU,
-    "nmru": NMRU,
-    "linear": Linear,
-    "relu": ReLUMLP,
-    "gated": Gated,
-}
+# The registry: nalu_cli.unit_names names each unit's class (TF-free, for config validation).
+UNIT_LAYERS: dict[str, type[ArithmeticUnit]] = {name: globals()[cls] for name, cls in UNIT_CLASSES.items()}
 
 __all__ = [
     "ArithmeticUnit",

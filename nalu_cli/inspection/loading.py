@@ -1,0 +1,81 @@
+"""A run directory or a nalu SavedModel as a Keras model, its unit layers and their weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nalu_cli import tasks
+from nalu_cli.errors import NaluError
+from nalu_cli.rundir import KERAS_FILE, ModelSource, resolve_source
+
+
+@dataclass
+class Loaded:
+    """A model to inspect: where it came from, its task, and its unit layers with their weights."""
+
+    source: ModelSource
+    spec: tasks.TaskSpec
+    model: Any  # keras.Model
+    layers: list  # its ArithmeticUnit layers
+    params: list[dict]  # their weights, numpy
+
+
+def load(path: Path) -> Loaded:
+    from nalu_cli.model import get_params, unit_layers
+
+    source = resolve_source(Path(path))
+    spec = tasks.TaskSpec.from_dict(source.meta["task"])
+    model = _keras_model(source, spec)
+    return Loaded(source, spec, model, unit_layers(model), get_params(model))
+
+
+def _keras_model(source: ModelSource, spec: tasks.TaskSpec):
+    """A run's model.keras; for a bare SavedModel, its architecture rebuilt with the saved variables."""
+    from nalu_cli.export import load_keras_model
+
+    if source.run_dir is not None and (source.run_dir / KERAS_FILE).is_file():
+        return load_keras_model(source.run_dir / KERAS_FILE)
+    return _model_from_saved_model(source, spec)
+
+
+def _model_from_saved_model(source: ModelSource, spec: tasks.TaskSpec):
+    import tensorflow as tf
+
+    from nalu_cli.config import from_dict
+    from nalu_cli.model import build_model
+
+    try:
+        model_config = from_dict({"model": source.meta["model"]}).model
+    except (KeyError, TypeError):
+        raise NaluError(f"SavedModel {source.saved_model} carries no model config in its task spec") from None
+    try:
+        loaded = tf.saved_model.load(str(source.saved_model))
+    except (OSError, ValueError, tf.errors.OpError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise NaluError(f"cannot load SavedModel {source.saved_model}: {first_line}") from None
+    saved = {_weight_key(variable.name): variable for variable in loaded.variables}
+    model = build_model(model_config, spec.input_size, seed=0)
+    for weight in model.weights:
+        key = _weight_key(weight.path)
+        variable = saved.get(key)
+        if variable is None or tuple(variable.shape) != tuple(weight.shape):
+            raise NaluError(
+                f"SavedModel {source.saved_model} does not hold the weights of a {model_config.name} model "
+                f"({key} is missing or has another shape)"
+            )
+        weight.assign(variable.numpy())
+    return model
+
+
+def _weight_key(name: str) -> str:
+    """'nau_nmu_model/layer_1/w:0' (SavedModel) and 'nau_nmu_model/layer_1/w' (Keras) -> 'layer_1/w'."""
+    return "/".join(name.split(":")[0].split("/")[-2:])
+
+
+def unit_name(layer) -> str:
+    """The config name of a unit layer ("nau"); its class name if it is not registered."""
+    from nalu_cli.units import UNIT_LAYERS
+
+    return next((name for name, cls in UNIT_LAYERS.items() if type(layer) is cls), type(layer).__name__)

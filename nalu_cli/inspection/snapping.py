@@ -1,0 +1,108 @@
+"""`nalu inspect --snap`: every weight at its exact value, kept only if the interpolation error does not grow."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from nalu_cli import tasks
+from nalu_cli.errors import NaluError
+from nalu_cli.evaluation import finite_or_none, mse, relative_error
+from nalu_cli.inspection.algebra import true_canon
+from nalu_cli.inspection.loading import Loaded, load, unit_name
+from nalu_cli.inspection.reading import read, snap_layer
+from nalu_cli.rundir import KERAS_FILE, check_output, discard_backup, prepare_output, restore_backup
+
+# A snapped model is checked on the extrapolation range scaled by this factor.
+FAR_FACTOR = 1e6
+FAR_SAMPLES = 10_000
+# Relative error a float32 model reaches by rounding alone (sums of ~100 terms, one product).
+FLOAT_PRECISION = 1e-5
+# Snapping may raise the interpolation MSE by float noise only: relative slack, plus the
+# MSE of rounding every prediction by ~10 float32 ulps (absolute, scaled by mean(y^2)).
+MSE_RELATIVE_SLACK = 1e-6
+MSE_ROUNDING_NOISE = (10 * float(np.finfo(np.float32).eps)) ** 2
+
+
+def snap(path: Path, out: Path, overwrite: bool = False) -> dict:
+    """Round every weight and gate to its exact value; save the result (SavedModel + model.keras) in `out`
+    only if the interpolation validation error does not grow.
+
+    The report's `far` block gives the relative error sqrt(MSE / mean(y^2)) before and after,
+    on the extrapolation range scaled by FAR_FACTOR: a correctly snapped model is exact there
+    up to float precision.
+    """
+    from nalu_cli.export import write_model
+    from nalu_cli.model import set_params
+
+    out = Path(out)
+    check_output(out, overwrite, kind="SavedModel")  # before any work, so a refusal is immediate
+    loaded = load(path)
+    snapped = []
+    for layer, params in zip(loaded.layers, loaded.params):
+        exact, problem = snap_layer(layer, params)
+        if problem:
+            raise NaluError(f"cannot snap {layer.name} ({unit_name(layer)}): {problem}")
+        snapped.append(exact)
+    reading = read(loaded, snapped)
+
+    x, y = tasks.validation_set(loaded.spec)
+    before = mse(_predict(loaded, loaded.params, x), y)
+    after = mse(_predict(loaded, snapped, x), y)
+    noise = MSE_ROUNDING_NOISE * float(np.mean(np.square(y, dtype=np.float64)))
+    if math.isfinite(before):
+        accepted = after <= before * (1 + MSE_RELATIVE_SLACK) + noise
+    else:
+        accepted = math.isfinite(after)
+    far_range, far_x, far_y = _far_sample(loaded.spec)
+    far_before = relative_error(mse(_predict(loaded, loaded.params, far_x), far_y), far_y)
+    far_after = relative_error(mse(_predict(loaded, snapped, far_x), far_y), far_y)
+    report = {
+        "path": str(path),
+        "out": str(out),
+        "expression": reading["expression"],
+        "matches": reading["unreadable"] is None and reading["canon"] == true_canon(loaded.spec),
+        "interpolation_mse_before": finite_or_none(before),
+        "interpolation_mse_after": finite_or_none(after),
+        "accepted": bool(accepted),
+        "saved": False,
+        "far": {
+            "factor": FAR_FACTOR,
+            "range": far_range,
+            "relative_error_before": far_before,
+            "relative_error_after": far_after,
+            "float_precision": FLOAT_PRECISION,
+            "exact": far_after is not None and far_after <= FLOAT_PRECISION,
+        },
+    }
+    if not accepted:
+        return report
+
+    set_params(loaded.model, snapped)
+    meta = {**loaded.source.meta, "snapped_from": str(path)}
+    backup = prepare_output(out, overwrite, kind="SavedModel")
+    try:
+        write_model(loaded.model, meta, out, out / KERAS_FILE)
+    except BaseException:
+        restore_backup(out, backup)
+        raise
+    discard_backup(backup)
+    report["saved"] = True
+    report["files"] = {"savedmodel": str(out), "keras": str(out / KERAS_FILE)}
+    return report
+
+
+def _far_sample(spec: tasks.TaskSpec):
+    """Inputs FAR_FACTOR times beyond the extrapolation range; float64 targets from the float32 inputs."""
+    intervals = [[lo * FAR_FACTOR, hi * FAR_FACTOR] for lo, hi in spec.extrapolation_range]
+    rng = tasks.fork(spec.seed, tasks.TEST_STREAM)
+    x = tasks.uniform_union_numpy(rng, intervals, (FAR_SAMPLES, spec.input_size), dtype=np.float32)
+    return intervals, x, tasks.targets_numpy(spec, x)
+
+
+def _predict(loaded: Loaded, params: list[dict], x: np.ndarray) -> np.ndarray:
+    from nalu_cli.model import forward
+
+    return np.asarray(forward(loaded.model, params, x))
