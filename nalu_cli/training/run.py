@@ -16,7 +16,7 @@ import tensorflow as tf
 from nalu_cli._tf import use_one_thread
 from nalu_cli.config import Config, dump_yaml, load_yaml, resolve
 from nalu_cli.errors import NaluError
-from nalu_cli.export import make_meta, write_saved_model
+from nalu_cli.export import make_meta, write_model
 from nalu_cli.model import set_params
 from nalu_cli.rundir import (
     CHECKPOINT_DIR,
@@ -25,7 +25,6 @@ from nalu_cli.rundir import (
     METRICS_FILE,
     SAVED_MODEL_DIR,
     SUMMARY_FILE,
-    atomic_path,
     atomic_write_text,
     discard_backup,
     is_run_dir,
@@ -127,10 +126,8 @@ def save_selected(trainer: ReplicaTrainer, restarts: list[int], config: Config, 
     chosen = trainer.chosen(restarts)
     result = trainer.results[chosen]
     set_params(trainer.model, result.selected_params)
-    with atomic_path(out / KERAS_FILE) as tmp:
-        trainer.model.save(str(tmp))
     meta = make_meta(trainer.replicas[chosen].spec.to_dict(), config.to_dict()["model"], selected_step=result.selected_step)
-    write_saved_model(trainer.model, meta, out / SAVED_MODEL_DIR)
+    write_model(trainer.model, meta, out / SAVED_MODEL_DIR, out / KERAS_FILE)
 
 
 def summarize(trainer: ReplicaTrainer, restarts: list[int], config: Config, train_seconds: float, wall_seconds: float) -> dict:
