@@ -20,6 +20,7 @@ from typing import Callable
 
 from nalu_cli.config import Config, from_dict, parse_architecture, resolve
 from nalu_cli.errors import NaluError
+from nalu_cli.formatting import format_number
 from nalu_cli.rundir import run_lock
 
 RESULTS_FILE = "results.jsonl"
@@ -348,16 +349,6 @@ def _median(values, missing=None):
 OP_SYMBOLS = {"add": "a+b", "sub": "a-b", "mul": "a*b", "div": "a/b", "square": "a^2", "sqrt": "sqrt(a)"}
 
 
-def _fmt(value, digits=3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float) and math.isinf(value):
-        return "inf"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
-
-
 def mj_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     header = ["op", "unit", "success", "95% CI", "solved at (median step)", "seconds to solve", "sparsity error",
               "extrapolation MSE"]
@@ -367,10 +358,10 @@ def mj_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             row["unit"],
             f"{row['successes']}/{row['seeds']} ({100 * row['success_rate']:.0f}%)",
             f"{100 * row['wilson_low']:.0f}-{100 * row['wilson_high']:.0f}%",
-            _fmt(int(row["median_solved_at_step"])) if row["median_solved_at_step"] is not None else "-",
-            _fmt(row["median_seconds_to_solve"]),
-            _fmt(row["median_sparsity_error"]),
-            _fmt(row["median_extrapolation_mse"]),
+            format_number(int(row["median_solved_at_step"])) if row["median_solved_at_step"] is not None else "-",
+            format_number(row["median_seconds_to_solve"], digits=3),
+            format_number(row["median_sparsity_error"], digits=3),
+            format_number(row["median_extrapolation_mse"], digits=3),
         ]
         for row in rows
     ]

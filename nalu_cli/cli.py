@@ -25,6 +25,7 @@ from nalu_cli import __version__
 from nalu_cli._tf import import_tensorflow
 from nalu_cli.config import OPS, UNITS
 from nalu_cli.errors import NaluError
+from nalu_cli.formatting import format_number, format_range
 
 
 class NaluGroup(TyperGroup):
@@ -85,18 +86,6 @@ def _console(stderr: bool = False):
     from rich.console import Console
 
     return Console(stderr=stderr)
-
-
-def _fmt(value, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        return f"{value:.{digits}g}"
-    return str(value)
 
 
 @app.command()
@@ -170,9 +159,9 @@ def train(
             progress.update(
                 bar,
                 completed=entry["step"],
-                loss=_fmt(entry["loss"], 3),
-                interp=_fmt(entry["interpolation_mse"], 3),
-                extrap=_fmt(entry["extrapolation_mse"], 3),
+                loss=format_number(entry["loss"], digits=3),
+                interp=format_number(entry["interpolation_mse"], digits=3),
+                extrap=format_number(entry["extrapolation_mse"], digits=3),
                 speed=f"{entry['steps_per_second']:,.0f}",
                 events=f"[yellow]{events} divergence(s) restored[/] " if events else "",
             )
@@ -226,7 +215,7 @@ def _print_train_summary(summary: dict, out: Path):
         ("wall time (s)", summary["wall_seconds"]),
     ]
     for name, value in rows:
-        table.add_row(name, _fmt(value))
+        table.add_row(name, format_number(value))
     console = _console()
     console.print(table)
     console.print(f"run directory: {out}")
@@ -254,11 +243,11 @@ def eval_command(
         row = report[split]
         table.add_row(
             split,
-            _fmt_range(report["task"][range_key]),
-            _fmt(row["mse"]),
-            _fmt(row["threshold"]),
-            _fmt(row["below_threshold"]),
-            _fmt(row["normalized_error"]),
+            format_range(report["task"][range_key]),
+            format_number(row["mse"]),
+            format_number(row["threshold"]),
+            format_number(row["below_threshold"]),
+            format_number(row["normalized_error"]),
         )
     console = _console()
     console.print(table)
@@ -266,14 +255,10 @@ def eval_command(
     relation = "below" if report["success"] else "not below"
     verdict = "[bold green]SUCCESS[/]" if report["success"] else "[bold red]FAILURE[/]"
     console.print(
-        f"{verdict}: extrapolation MSE {_fmt(extrapolation['mse'])} is {relation} the threshold "
-        f"{_fmt(extrapolation['threshold'])}, the MSE of a near-perfect solution "
+        f"{verdict}: extrapolation MSE {format_number(extrapolation['mse'])} is {relation} the threshold "
+        f"{format_number(extrapolation['threshold'])}, the MSE of a near-perfect solution "
         f"(eps=1e-5; Madsen & Johansen 2020)"
     )
-
-
-def _fmt_range(intervals) -> str:
-    return " ∪ ".join(f"U[{lo:g}, {hi:g}]" for lo, hi in intervals)
 
 
 @app.command()
@@ -310,16 +295,16 @@ def extrapolate(
         return
     from rich.table import Table
 
-    table = Table(title=f"{report['task']['formula']}: trained on {_fmt_range(report['task']['interpolation_range'])}")
+    table = Table(title=f"{report['task']['formula']}: trained on {format_range(report['task']['interpolation_range'])}")
     for column in ("range", "MSE", "relative error", "threshold", "success"):
         table.add_column(column)
     for row in report["ranges"]:
         table.add_row(
-            _fmt_range(row["range"]),
-            "overflow" if row["overflow"] else _fmt(row["mse"]),
-            "overflow" if row["overflow"] else _fmt(row["relative_error"]),
-            _fmt(row["threshold"]),
-            _fmt(row["success"]),
+            format_range(row["range"]),
+            "overflow" if row["overflow"] else format_number(row["mse"]),
+            "overflow" if row["overflow"] else format_number(row["relative_error"]),
+            format_number(row["threshold"]),
+            format_number(row["success"]),
         )
     _console().print(table)
     if plot is not None:
@@ -380,11 +365,11 @@ def _print_inspection(report: dict, shown: int = 10):
         print(f"          {report['simplified'].replace('y =', '=', 1)}")
     print(f"task:     {report['true_expression']}")
     print(f"matches:  {'yes' if report['matches'] else 'no'}")
-    print(f"sparsity error: {_fmt(report['sparsity_error'])} (max over weights of min(|W|, |1 - |W||))")
+    print(f"sparsity error: {format_number(report['sparsity_error'])} (max over weights of min(|W|, |1 - |W||))")
     deviating = report["deviating_weights"]
     print(f"weights off their exact values by more than {report['tolerance']:g}: {len(deviating)} of {report['weights_total']}")
     for row in deviating[:shown]:
-        print(f"  {row['layer']} {row['weight']:<12} {_fmt(row['value'], 6):>12} -> {_fmt(row['exact'])}")
+        print(f"  {row['layer']} {row['weight']:<12} {format_number(row['value'], digits=6):>12} -> {format_number(row['exact'])}")
     if len(deviating) > shown:
         print(f"  ... and {len(deviating) - shown} more (--json lists them all)")
     if not report["snappable"]:
@@ -395,15 +380,15 @@ def _print_inspection(report: dict, shown: int = 10):
     far = result["far"]
     kept = "not worse: kept" if result["accepted"] else "WORSE: rejected"
     print(
-        f"snapped:  interpolation MSE {_fmt(result['interpolation_mse_before'])} -> "
-        f"{_fmt(result['interpolation_mse_after'])} ({kept})"
+        f"snapped:  interpolation MSE {format_number(result['interpolation_mse_before'])} -> "
+        f"{format_number(result['interpolation_mse_after'])} ({kept})"
     )
     precision = "at float precision" if far["exact"] else f"above float precision ({far['float_precision']:g})"
     exponent = round(math.log10(far["factor"]))
     factor = f"10^{exponent}" if 10.0**exponent == far["factor"] else f"{far['factor']:g}"
     print(
-        f"          relative error at {factor}x the extrapolation range, {_fmt_range(far['range'])}: "
-        f"{_fmt(far['relative_error_before'])} -> {_fmt(far['relative_error_after'])} ({precision})"
+        f"          relative error at {factor}x the extrapolation range, {format_range(far['range'])}: "
+        f"{format_number(far['relative_error_before'])} -> {format_number(far['relative_error_after'])} ({precision})"
     )
     if result["saved"]:
         print(f"saved:    {result['files']['savedmodel']} (SavedModel), {result['files']['keras']}")
