@@ -1,0 +1,94 @@
+"""Success rates over many seeds: a grid of ops x architectures x seeds, on local processes or Ray.
+
+The unit of work is (op, architecture, group of seeds): the group trains as
+replicas in one graph (see training.ReplicaTrainer), and every seed of it yields
+one result line. Groups are fixed by seed index (seeds [0..K), [K..2K), ...), so
+results do not depend on the backend, the number of workers, or on resuming an
+interrupted benchmark: an unfinished group is retrained whole.
+
+Layout: grid.py (cells, seed groups, the settings key), worker.py (what a worker trains),
+runners.py (local processes, Ray), results.py (the output directory), tables.py (summaries).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from nalu_cli.benchmark.grid import Cell, make_cells, parse_seeds, plan, settings_key
+from nalu_cli.benchmark.results import RESULTS_FILE, SETTINGS_FILE, append_results, load_results, start_output
+from nalu_cli.benchmark.runners import RUNNERS
+from nalu_cli.benchmark.tables import markdown, mj_table, summarize, trask_table, wilson_interval
+from nalu_cli.benchmark.worker import run_group
+from nalu_cli.errors import NaluError
+from nalu_cli.rundir import run_lock
+
+__all__ = [
+    "RESULTS_FILE",
+    "SETTINGS_FILE",
+    "Cell",
+    "load_results",
+    "make_cells",
+    "markdown",
+    "mj_table",
+    "parse_seeds",
+    "plan",
+    "run_benchmark",
+    "run_group",
+    "settings_key",
+    "summarize",
+    "trask_table",
+    "wilson_interval",
+]
+
+
+def run_benchmark(
+    ops: list[str],
+    units: list[str],
+    seeds: list[int],
+    out: Path,
+    base_settings: dict | None = None,
+    steps: int | None = None,
+    replicas: int = 8,
+    protocol: str = "mj",
+    backend: str = "local",
+    workers: int | None = None,
+    ray_address: str | None = None,
+    on_results: Callable[[list[dict]], None] | None = None,
+) -> list[dict]:
+    """Run (or resume) the grid; returns every result record for the requested cells and seeds."""
+    if replicas < 1:
+        raise NaluError(f"--replicas must be at least 1, got {replicas}")
+    cells = make_cells(ops, units, base_settings or {}, steps)
+    key = settings_key(cells, replicas, protocol)
+    out = Path(out)
+    wanted = {(cell.op, cell.unit, seed) for cell in cells for seed in seeds}
+    records = [r for r in load_results(out, key) if (r["op"], r["unit"], r["seed"]) in wanted]
+    records = list({(r["op"], r["unit"], r["seed"]): r for r in records}.values())
+    start_output(out, key, {"ops": ops, "units": units, "replicas": replicas, "protocol": protocol})
+    if on_results and records:
+        on_results(records)
+    work = plan(cells, seeds, replicas, key, protocol, {(r["op"], r["unit"], r["seed"]) for r in records})
+    runner = RUNNERS.get(backend)
+    if runner is None:
+        raise NaluError(f"unknown backend '{backend}' (choose from local, ray)")
+    have = {(r["op"], r["unit"], r["seed"]) for r in records}
+
+    def collect(group_records: list[dict]) -> None:
+        fresh = [r for r in group_records if (r["op"], r["unit"], r["seed"]) not in have]
+        have.update((r["op"], r["unit"], r["seed"]) for r in fresh)
+        append_results(out, fresh)
+        records.extend(fresh)
+        if on_results:
+            on_results(fresh)
+
+    if work:
+        with run_lock(out):
+            runner(work, collect, workers or os.cpu_count() or 1, ray_address)
+    return sorted(records, key=lambda r: (ops.index(r["op"]), _unit_order(units, cells, r["unit"]), r["seed"]))
+
+
+def _unit_order(units: list[str], cells: list[Cell], unit: str) -> int:
+    names = list(dict.fromkeys(cell.unit for cell in cells))
+    return names.index(unit) if unit in names else len(names)

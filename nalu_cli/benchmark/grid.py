@@ -1,0 +1,80 @@
+"""The grid of a benchmark: which cells (op x architecture) and which groups of seeds to train.
+
+A cell holds its resolved config; a work item is one group of seeds of one cell, trained
+as replicas in one graph. `settings_key` says which earlier results are comparable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from nalu_cli.config import parse_architecture, resolve
+from nalu_cli.errors import NaluError
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'4' -> 0..3;  '10:20' -> 10..19;  '3,5,8' -> those."""
+    try:
+        if ":" in text:
+            lo, hi = (int(part) for part in text.split(":"))
+            seeds = list(range(lo, hi))
+        elif "," in text:
+            seeds = [int(part) for part in text.split(",")]
+        else:
+            seeds = list(range(int(text)))
+    except ValueError:
+        raise NaluError(f"--seeds must be N, LO:HI or a comma list, got '{text}'") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise NaluError(f"--seeds must give distinct non-negative seeds, got '{text}'")
+    return seeds
+
+
+@dataclass(frozen=True)
+class Cell:
+    op: str
+    unit: str
+    config: dict  # resolved config (seed is replaced per replica)
+
+
+def make_cells(ops: list[str], units: list[str], base_settings: dict, steps: int | None) -> list[Cell]:
+    cells = []
+    for op in ops:
+        for unit in units:
+            overrides = {"task": {"op": op}, "training": {"steps": steps}}
+            if unit != "default":
+                overrides["model"] = parse_architecture(unit)
+            config = resolve(base_settings, overrides)
+            cells.append(Cell(op=op, unit=unit if unit != "default" else config.model.name, config=config.to_dict()))
+    return cells
+
+
+def settings_key(cells: list[Cell], replicas: int, protocol: str) -> str:
+    """What makes two benchmarks' results comparable line for line.
+
+    nalu's version is part of it: a release that trains differently (a new default optimiser,
+    a unit's initialisation) must not resume, and silently mix with, an older run's results.
+    """
+    from nalu_cli import __version__
+
+    blob = json.dumps(
+        {"cells": [c.config for c in cells], "replicas": replicas, "protocol": protocol, "nalu": __version__},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def plan(cells: list[Cell], seeds: list[int], replicas: int, key: str, protocol: str, done: set) -> list[dict]:
+    """Work items for every group with a seed not yet in the results."""
+    groups = [tuple(seeds[i : i + replicas]) for i in range(0, len(seeds), replicas)]
+    work = []
+    for cell in cells:
+        for group in groups:
+            if all((cell.op, cell.unit, seed) in done for seed in group):
+                continue
+            work.append(
+                {"op": cell.op, "unit": cell.unit, "seeds": group, "config": cell.config,
+                 "settings": key, "protocol": protocol}
+            )
+    return work

@@ -1,0 +1,47 @@
+"""What a benchmark worker process runs: one group of seeds of one cell, trained together.
+
+`run_group` is a top-level function of an importable module because the local runner
+starts workers with "spawn", which pickles it by its module path (as Ray does).
+"""
+
+from __future__ import annotations
+
+from nalu_cli.config import Config, from_dict
+
+
+def run_group(work: dict) -> list[dict]:
+    """Train one group of seeds of one cell; one result dict per seed. Runs in a worker process."""
+    from nalu_cli._tf import import_tensorflow, use_one_thread
+
+    tf = import_tensorflow()
+    use_one_thread(tf)  # workers fill the cores; one thread each is also the fastest per model
+    from nalu_cli.training import Replica, ReplicaTrainer, result_record
+
+    config: Config = from_dict(work["config"])
+    restarts = config.model.restart_count
+    replicas = [replica for seed in work["seeds"] for replica in Replica.with_restarts(config, seed)]
+    groups = [list(range(i * restarts, (i + 1) * restarts)) for i in range(len(work["seeds"]))]
+    trainer = ReplicaTrainer(config.model, config.training, replicas)
+    training = config.training
+    trainer.fit(training.steps, training.eval_every, training.early_stop, groups=groups)
+    records = []
+    for seed, group in zip(work["seeds"], groups):
+        record = {"op": work["op"], "unit": work["unit"], **result_record(trainer, group, seed),
+                  "group": list(work["seeds"]), "settings": work["settings"]}
+        if work["protocol"] == "trask":
+            chosen = trainer.chosen(group)  # the restart with the lowest interpolation MSE is the model
+            record.update(_normalized_errors(config, replicas[chosen].spec, trainer.results[chosen]))
+        records.append(record)
+    return records
+
+
+def _normalized_errors(config: Config, spec, result) -> dict:
+    from nalu_cli import tasks
+    from nalu_cli.evaluation import normalized_error, random_baseline_mse
+
+    datasets = {"interpolation": tasks.validation_set(spec), "extrapolation": tasks.test_set(spec)}
+    baseline = random_baseline_mse(config.model, spec, datasets)
+    return {
+        "normalized_interpolation": normalized_error(result.interpolation_mse, baseline["interpolation"]),
+        "normalized_extrapolation": normalized_error(result.extrapolation_mse, baseline["extrapolation"]),
+    }

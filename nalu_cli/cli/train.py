@@ -1,0 +1,150 @@
+"""`nalu train`: a run directory from a config, with a progress bar and a graceful stop."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from nalu_cli._tf import import_tensorflow
+from nalu_cli.cli import render
+from nalu_cli.cli.options import Op, overwrite_option
+from nalu_cli.config import UNITS
+from nalu_cli.errors import NaluError
+from nalu_cli.formatting import format_number
+
+
+def train(
+    config_file: Annotated[Optional[Path], typer.Option("--config", help="YAML config; flags override it.")] = None,
+    op: Annotated[Optional[Op], typer.Option(help="Arithmetic operation to learn.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Maximum training steps.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for slices, data and initialisation.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Training batch size.")] = None,
+    unit: Annotated[
+        Optional[str], typer.Option(help=f"Unit for both layers, or FIRST-SECOND (nau-nmu). Units: {', '.join(UNITS)}.")
+    ] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory.", show_default="runs/OP-UNIT-seedSEED")] = None,
+    overwrite: Annotated[bool, overwrite_option("run directory at --out")] = False,
+    resume: Annotated[
+        Optional[Path], typer.Option(help="Continue an interrupted run directory (only --steps may change).")
+    ] = None,
+):
+    """Train a model on the static arithmetic task; write a run directory with SavedModel checkpoints.
+
+    Ctrl-C or SIGTERM ends the current chunk, checkpoints, and exits 130; --resume RUN continues.
+    """
+    from nalu_cli.config import load_yaml, parse_architecture, resolve
+    from nalu_cli.rundir import CONFIG_FILE, check_output
+
+    if resume is not None:
+        given = [name for name, value in (("--config", config_file), ("--op", op), ("--seed", seed), ("--lr", lr),
+                 ("--batch-size", batch_size), ("--unit", unit), ("--out", out)) if value is not None]
+        if given or overwrite:
+            raise NaluError(f"--resume continues a run as it was configured; drop {', '.join(given) or '--overwrite'}")
+        if not (resume / CONFIG_FILE).is_file():
+            raise NaluError(f"{resume} is not a nalu run directory (no {CONFIG_FILE})")
+        config = resolve(load_yaml(resume / CONFIG_FILE), {"training": {"steps": steps}})
+        out = resume
+    else:
+        settings = load_yaml(config_file) if config_file else {}
+        config = resolve(
+            settings,
+            {
+                "task": {"op": op.value if op else None},
+                "model": parse_architecture(unit) if unit else {},
+                "training": {"steps": steps, "learning_rate": lr, "batch_size": batch_size},
+                "seed": seed,
+            },
+        )
+        out = out or Path("runs") / f"{config.task.op}-{config.model.name}-seed{config.seed}"
+        check_output(out, overwrite, kind="run")  # before any output, so a refusal is one line
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    import_tensorflow()
+    from nalu_cli import training
+
+    console = render.console(stderr=True)
+    verb = "resuming" if resume else "training"
+    console.print(f"{verb} [bold]{config.model.name}[/] on [bold]{config.task.op}[/] (seed {config.seed}) -> {out}")
+    columns = (
+        TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
+        BarColumn(bar_width=12),
+        TextColumn("loss {task.fields[loss]} interp {task.fields[interp]} extrap {task.fields[extrap]}"),
+        TextColumn("{task.fields[events]}{task.fields[speed]} steps/s ETA"),
+        TimeRemainingColumn(compact=True),
+    )
+    with Progress(*columns, console=console) as progress, _graceful_stop() as stop_requested:
+        bar = progress.add_task(
+            "train", total=config.training.steps, loss="-", interp="-", extrap="-", speed="-", events=""
+        )
+
+        def on_progress(entry: dict):
+            events = entry.get("divergence_events", 0)
+            progress.update(
+                bar,
+                completed=entry["step"],
+                loss=format_number(entry["loss"], digits=3),
+                interp=format_number(entry["interpolation_mse"], digits=3),
+                extrap=format_number(entry["extrapolation_mse"], digits=3),
+                speed=f"{entry['steps_per_second']:,.0f}",
+                events=f"[yellow]{events} divergence(s) restored[/] " if events else "",
+            )
+
+        if resume:
+            summary = training.resume(resume, steps, on_progress=on_progress, should_stop=stop_requested)
+        else:
+            summary = training.train(config, out, overwrite, on_progress=on_progress, should_stop=stop_requested)
+        progress.update(bar, completed=summary["steps_trained"])
+    _print_train_summary(summary, out)
+    if summary["stop_reason"] == "interrupted":
+        print(f"interrupted at step {summary['steps_trained']:,}; continue with: nalu train --resume {out}",
+              file=sys.stderr)
+        raise typer.Exit(130)
+
+
+@contextlib.contextmanager
+def _graceful_stop():
+    """First Ctrl-C / SIGTERM: finish the current chunk, then stop cleanly. A second Ctrl-C: stop now."""
+    requested = []
+
+    def handler(signum, frame):
+        if requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        requested.append(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: bool(requested)
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _print_train_summary(summary: dict, out: Path):
+    from rich.table import Table
+
+    table = Table(title=f"{summary['formula']}  ({summary['unit']}, seed {summary['seed']})", show_header=False)
+    rows = [
+        ("steps trained", f"{summary['steps_trained']:,} ({summary['stop_reason']})"),
+        ("selected step (lowest interpolation MSE)", summary["selected_step"]),
+        ("selected weights snapped to exact values", summary["selected_snapped"]),
+        ("selected weights polished (Levenberg-Marquardt)", summary["selected_polished"]),
+        ("interpolation MSE", summary["interpolation_mse"]),
+        ("extrapolation MSE", summary["extrapolation_mse"]),
+        ("success threshold", summary["success_threshold"]),
+        ("success", summary["success"]),
+        ("solved at step", summary["solved_at_step"]),
+        ("training speed (steps/s, polish excluded)", summary["steps_per_second"]),
+        ("polish step time (s)", summary["polish_seconds"]),
+        ("wall time (s)", summary["wall_seconds"]),
+    ]
+    for name, value in rows:
+        table.add_row(name, format_number(value))
+    console = render.console()
+    console.print(table)
+    console.print(f"run directory: {out}")
