@@ -59,8 +59,6 @@ def _median(values, missing=None):
     return statistics.median(present) if present else None
 
 
-
-
 def mj_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     header = ["op", "unit", "success", "95% CI", "solved at (median step)", "seconds to solve", "sparsity error",
               "extrapolation MSE"]
