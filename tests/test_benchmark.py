@@ -144,3 +144,21 @@ def test_a_second_benchmark_on_the_same_out_is_refused(tmp_path):
         with pytest.raises(NaluError, match="being written by another nalu process"):
             run_benchmark(seeds=[0, 1], **grid)
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_benchmark_seed_and_nalu_train_write_the_same_result_record(tmp_path):
+    """One record, two writers: a seed's line in results.jsonl carries the fields of summary.json
+    under the same names, with the same values, for the same config and seed."""
+    from nalu_cli.benchmark import run_group
+    from nalu_cli.config import resolve
+    from nalu_cli.training import train
+
+    config = resolve({**SMALL, "task": {**SMALL["task"], "op": "sub"}, "model": {"unit": "nac"}, "seed": 1})
+    summary = train(config, tmp_path / "run")
+    (record,) = run_group({"op": "sub", "unit": "nac", "seeds": (1,), "config": config.to_dict(), "settings": "k",
+                           "protocol": "mj"})
+    shared = set(summary) & set(record)
+    assert {"success", "success_threshold", "selected_step", "interpolation_mse", "extrapolation_mse",
+            "solved_at_step", "sparsity_error", "steps_trained", "divergence_events", "chosen_restart"} <= shared
+    assert {key: summary[key] for key in shared - {"solved_at_seconds"}} == {
+        key: record[key] for key in shared - {"solved_at_seconds"}}
