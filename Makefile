@@ -22,8 +22,9 @@ demo: $(STAMP)
 	$(BIN)/nalu inspect runs/mul
 	$(BIN)/nalu export runs/mul --out exported/mul --format keras --format tflite --format onnx --overwrite
 
+# The suite on every core (at most 4 workers: each imports TensorFlow, about 0.6 GB).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py

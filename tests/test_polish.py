@@ -116,3 +116,23 @@ def test_a_run_reports_its_polish_time_apart_from_its_training_speed(tmp_path):
     assert summary["polish_seconds"] > 0
     step_seconds = summary["train_seconds"] - summary["polish_seconds"]
     assert summary["steps_per_second"] == pytest.approx(2000 / step_seconds, rel=0.01)
+
+
+def test_the_polish_step_is_a_pure_function_of_the_weights():
+    """make_polish alone, no trainer: params in, params out; the same weights give the same
+    polished weights, the input is left as it was, and the fit moves it towards a/b."""
+    from nalu_cli.model import build_model, forward, unit_layers
+    from nalu_cli.training.polish import make_polish
+
+    config = div_config()
+    spec = Replica.for_seed(config, 0).spec
+    model = build_model(config.model, spec.input_size, seed=0)
+    start = [{name: tf.constant(value[None]) for name, value in layer.items()} for layer in right_structure(spec)]
+    polish = make_polish(lambda params, x: forward(model, params, x), unit_layers(model), start, [spec], iterations=50)
+    first, second = polish(start), polish(start)
+    for layer_start, layer_first, layer_second, layer_given in zip(start, first, second, right_structure(spec)):
+        for name, value in layer_first.items():
+            np.testing.assert_array_equal(value.numpy(), layer_second[name].numpy())
+            np.testing.assert_array_equal(layer_start[name].numpy()[0], layer_given[name])
+    moved = np.abs(first[0]["w"].numpy() - start[0]["w"].numpy()).max()
+    assert moved > 0.1  # the shared inputs' weights go from 0.5 to about 0.76 (measured)
