@@ -24,7 +24,7 @@ from nalu_cli.unit_names import UNIT_CLASSES
 OPS = ops.NAMES
 UNITS = tuple(UNIT_CLASSES)  # the units the model builder knows
 # adam: Adam as published. split-adam: Adam with each weight matrix's gradient split into its
-# mean over the inputs (the common mode) and the rest, each part with its own moments (see training.py).
+# mean over the inputs (the common mode) and the rest, each part with its own moments (see training/optimizer.py).
 OPTIMIZERS = ("split-adam", "adam")
 
 # The default model's layers (model.unit "default"): see README, "The default model".
