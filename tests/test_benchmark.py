@@ -59,32 +59,50 @@ def test_interrupted_benchmark_resumes_only_missing_seeds_with_identical_results
     assert comparable(resumed) == comparable(uninterrupted)
 
 
-def test_results_of_other_settings_are_not_mixed(tmp_path):
-    run_benchmark(ops=["sub"], units=["nac"], seeds=[0], out=tmp_path, base_settings=SMALL, workers=1)
+ONE_SEED = dict(ops=["sub"], units=["nac"], seeds=[0], base_settings=SMALL, workers=1)
+
+
+@pytest.fixture(scope="module")
+def one_seed_results(tmp_path_factory):
+    """A finished one-seed benchmark directory (trained once, in a worker process, for the module)."""
+    out = tmp_path_factory.mktemp("benchmark") / "one_seed"
+    run_benchmark(out=out, **ONE_SEED)
+    return out
+
+
+@pytest.fixture
+def finished(one_seed_results, tmp_path):
+    """A copy of `one_seed_results` this test may change."""
+    import shutil
+
+    return shutil.copytree(one_seed_results, tmp_path / "finished")
+
+
+def test_results_of_other_settings_are_not_mixed(finished):
     with pytest.raises(NaluError, match="other settings"):
-        run_benchmark(ops=["sub"], units=["nac"], seeds=[0], out=tmp_path, base_settings=SMALL, steps=1000, workers=1)
+        run_benchmark(out=finished, **{**ONE_SEED, "steps": 1000})
 
 
-def test_results_of_another_nalu_version_are_not_resumed(tmp_path, monkeypatch):
+def test_results_of_another_nalu_version_are_not_resumed(finished, monkeypatch):
     """A nalu that trains differently must not pass off an older version's results as its own."""
     import nalu_cli
 
-    run_benchmark(ops=["sub"], units=["nac"], seeds=[0], out=tmp_path, base_settings=SMALL, workers=1)
     monkeypatch.setattr(nalu_cli, "__version__", nalu_cli.__version__ + ".post1")
     with pytest.raises(NaluError, match="other settings"):
-        run_benchmark(ops=["sub"], units=["nac"], seeds=[0], out=tmp_path, base_settings=SMALL, workers=1)
+        run_benchmark(out=finished, **ONE_SEED)
 
 
 def test_ray_backend_matches_local_backend(tmp_path):
     ray = pytest.importorskip("ray")
-    grid = dict(ops=["sub"], units=["nac", "nau"], seeds=[0, 1, 2], base_settings=SMALL, replicas=2)
+    # Two groups of seeds ([0, 1] and [2]), one per worker, the second smaller than --replicas.
+    grid = dict(ops=["sub"], units=["nau"], seeds=[0, 1, 2], base_settings=SMALL, replicas=2)
     local = run_benchmark(out=tmp_path / "local", backend="local", workers=2, **grid)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         remote = run_benchmark(out=tmp_path / "ray", backend="ray", **grid)
     finally:
         ray.shutdown()
-    assert len(local) == 6
+    assert len(local) == 3
     assert comparable(remote) == comparable(local)
 
 
@@ -135,15 +153,13 @@ def test_cli_benchmark_bad_input(tmp_path, args, message):
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_a_second_benchmark_on_the_same_out_is_refused(tmp_path):
+def test_a_second_benchmark_on_the_same_out_is_refused(finished):
     from nalu_cli.rundir import run_lock
 
-    grid = dict(ops=["sub"], units=["nac"], base_settings=SMALL, workers=1, out=tmp_path)
-    run_benchmark(seeds=[0], **grid)
-    with run_lock(tmp_path):  # as if another nalu benchmark were writing here
+    with run_lock(finished):  # as if another nalu benchmark were writing here
         with pytest.raises(NaluError, match="being written by another nalu process"):
-            run_benchmark(seeds=[0, 1], **grid)
-    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 1
+            run_benchmark(out=finished, **{**ONE_SEED, "seeds": [0, 1]})
+    assert len((finished / "results.jsonl").read_text().splitlines()) == 1
 
 
 def test_a_benchmark_seed_and_nalu_train_write_the_same_result_record(tmp_path):
