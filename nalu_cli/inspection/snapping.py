@@ -34,20 +34,33 @@ def snap(path: Path, out: Path, overwrite: bool = False) -> dict:
     on the extrapolation range scaled by FAR_FACTOR: a correctly snapped model is exact there
     up to float precision.
     """
-    from nalu_cli.export import write_model
-    from nalu_cli.model import set_params
-
     out = Path(out)
     check_output(out, overwrite, kind="SavedModel")  # before any work, so a refusal is immediate
     loaded = load(path)
+    snapped = snapped_params(loaded)
+    report = {"path": str(path), "out": str(out), **judge(loaded, snapped), "saved": False}
+    if report["accepted"]:
+        save_snapped(loaded, snapped, path, out, overwrite)
+        report["saved"] = True
+        report["files"] = {"savedmodel": str(out), "keras": str(out / KERAS_FILE)}
+    return report
+
+
+def snapped_params(loaded: Loaded) -> list[dict]:
+    """Every layer's weights at their exact values; a NaluError naming a layer that has none."""
     snapped = []
     for layer, params in zip(loaded.layers, loaded.params):
         exact, problem = snap_layer(layer, params)
         if problem:
             raise NaluError(f"cannot snap {layer.name} ({unit_name(layer)}): {problem}")
         snapped.append(exact)
-    reading = read(loaded, snapped)
+    return snapped
 
+
+def judge(loaded: Loaded, snapped: list[dict]) -> dict:
+    """The snapped weights against the loaded ones: their reading, interpolation MSE (which decides
+    `accepted`: not worse beyond float noise) and relative error far outside the training range."""
+    reading = read(loaded, snapped)
     x, y = tasks.validation_set(loaded.spec)
     before = mse(_predict(loaded, loaded.params, x), y)
     after = mse(_predict(loaded, snapped, x), y)
@@ -59,15 +72,12 @@ def snap(path: Path, out: Path, overwrite: bool = False) -> dict:
     far_range, far_x, far_y = _far_sample(loaded.spec)
     far_before = relative_error(mse(_predict(loaded, loaded.params, far_x), far_y), far_y)
     far_after = relative_error(mse(_predict(loaded, snapped, far_x), far_y), far_y)
-    report = {
-        "path": str(path),
-        "out": str(out),
+    return {
         "expression": reading["expression"],
         "matches": reading["unreadable"] is None and reading["canon"] == true_canon(loaded.spec),
         "interpolation_mse_before": finite_or_none(before),
         "interpolation_mse_after": finite_or_none(after),
         "accepted": bool(accepted),
-        "saved": False,
         "far": {
             "factor": FAR_FACTOR,
             "range": far_range,
@@ -77,8 +87,12 @@ def snap(path: Path, out: Path, overwrite: bool = False) -> dict:
             "exact": far_after is not None and far_after <= FLOAT_PRECISION,
         },
     }
-    if not accepted:
-        return report
+
+
+def save_snapped(loaded: Loaded, snapped: list[dict], path: Path, out: Path, overwrite: bool) -> None:
+    """The snapped model as a SavedModel in `out` with model.keras inside; an old `out` comes back on failure."""
+    from nalu_cli.export import write_model
+    from nalu_cli.model import set_params
 
     set_params(loaded.model, snapped)
     meta = {**loaded.source.meta, "snapped_from": str(path)}
@@ -89,9 +103,6 @@ def snap(path: Path, out: Path, overwrite: bool = False) -> dict:
         restore_backup(out, backup)
         raise
     discard_backup(backup)
-    report["saved"] = True
-    report["files"] = {"savedmodel": str(out), "keras": str(out / KERAS_FILE)}
-    return report
 
 
 def _far_sample(spec: tasks.TaskSpec):
