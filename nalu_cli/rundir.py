@@ -212,6 +212,11 @@ def jsonable(value):
     return value
 
 
+def to_json(value, indent: int | None = None) -> str:
+    """JSON text of `value` with inf and NaN as null: strict JSON, which any parser reads."""
+    return json.dumps(jsonable(value), indent=indent, allow_nan=False)
+
+
 def read_json(path: Path) -> dict:
     try:
         return json.loads(Path(path).read_text())

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 import yaml
 
 from tests.conftest import invoke
@@ -110,3 +112,52 @@ def test_help_does_not_import_tensorflow_and_is_fast():
 def test_python_dash_m_runs_the_cli():
     completed = subprocess.run([sys.executable, "-m", "nalu_cli", "--version"], capture_output=True, text=True)
     assert completed.returncode == 0 and completed.stdout.startswith("nalu ")
+
+
+def test_config_numbers_with_an_exponent_and_no_dot_are_numbers(tmp_path):
+    """YAML 1.1 (PyYAML) reads `1e-3` as a string; a nalu config reads it as the number."""
+    from nalu_cli.config import load_yaml, resolve
+
+    path = tmp_path / "c.yaml"
+    path.write_text("training: {learning_rate: 1e-3, steps: 20000}\ntask: {extrapolation_range: [2E0, 6e+0]}\n")
+    config = resolve(load_yaml(path))
+    assert config.training.learning_rate == 0.001 and config.training.steps == 20000
+    assert config.task.extrapolation_range == [[2.0, 6.0]]
+    assert load_yaml(path) and resolve({"task": {"op": "add"}}).task.op == "add"  # plain values unchanged
+
+
+@pytest.mark.parametrize("value, expected", [("1", True), ("yes", True), ("0", False), ("false", False),
+                                             ("", False), ("off", False)])
+def test_nalu_debug_0_means_off(monkeypatch, value, expected):
+    from nalu_cli.errors import debugging
+
+    monkeypatch.setenv("NALU_DEBUG", value)
+    assert debugging() is expected
+
+
+def test_json_reports_are_strict_json_even_where_a_figure_overflows(tmp_path):
+    """An NMU's random baseline overflows float32 on the extrapolation range (a product of 100
+    inputs up to 6): `eval --json` says null, never the non-JSON Infinity; `predict --json` too."""
+    from nalu_cli import export
+    from nalu_cli.config import resolve
+    from nalu_cli.model import build_model
+    from nalu_cli.tasks import TaskSpec
+
+    config = resolve({"task": {"op": "mul"}, "model": {"unit": "nmu"}})
+    spec = TaskSpec.from_config(config.task, seed=0)
+    model = build_model(config.model, spec.input_size, seed=0)
+    path = tmp_path / "nmu"
+    export.write_model(model, export.make_meta(spec.to_dict(), config.to_dict()["model"]), path)
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"non-JSON constant {name}"))
+
+    result = invoke("eval", path, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert strict(result.stdout)["extrapolation"]["random_baseline_mse"] is None
+
+    np.save(tmp_path / "x.npy", np.full((2, 100), 1e30, np.float32))
+    result = invoke("predict", path, tmp_path / "x.npy", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert strict(result.stdout) == [None, None]
+    assert "2 of 2 predictions overflow float32 (printed as null)" in result.stderr

@@ -168,3 +168,36 @@ def test_resuming_a_checkpoint_without_the_optimizer_state_is_one_clear_error(tm
     assert len(errors) == 1 and "checkpoint has no mc/0/" in errors[0]  # progress lines aside, one error
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_a_metrics_line_torn_by_a_kill_is_dropped_on_resume(tmp_path, config_file):
+    run = tmp_path / "run"
+    assert invoke("train", "--config", config_file, *SMALL_RUN, "--steps", "1000", "--out", run).exit_code == 0
+    with open(run / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 1500, "loss": 0.2, "interpol')  # a kill in the middle of a line
+    result = invoke("train", "--resume", run, "--steps", "1500")
+    assert result.exit_code == 0, result.stderr
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 500, 1000, 1500]
+
+
+def test_a_damaged_metrics_line_before_the_last_is_one_clear_error(tmp_path, config_file):
+    run = tmp_path / "run"
+    assert invoke("train", "--config", config_file, *SMALL_RUN, "--steps", "1000", "--out", run).exit_code == 0
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join([lines[0], "garbage", *lines[2:]]) + "\n")
+    result = invoke("train", "--resume", run, "--steps", "1500")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("nalu: error:")]
+    assert len(errors) == 1 and "metrics.jsonl line 2 is not a metrics entry" in errors[0]
+
+
+def test_a_truncated_checkpoint_is_one_clear_error(tmp_path, config_file):
+    run = tmp_path / "run"
+    assert invoke("train", "--config", config_file, *SMALL_RUN, "--steps", "1000", "--out", run).exit_code == 0
+    state = run / "checkpoint" / "state.npz"
+    state.write_bytes(state.read_bytes()[:100])
+    result = invoke("train", "--resume", run, "--steps", "1500")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("nalu: error:")]
+    assert len(errors) == 1 and "checkpoint" in errors[0] and "--overwrite" in errors[0]

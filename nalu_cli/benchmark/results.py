@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from nalu_cli.errors import NaluError
+from nalu_cli.rundir import to_json
 
 RESULTS_FILE = "results.jsonl"
 SETTINGS_FILE = "settings.json"
@@ -53,6 +54,6 @@ def start_output(out: Path, key: str, description: dict) -> None:
 def append_results(out: Path, records: list[dict]) -> None:
     with open(out / RESULTS_FILE, "a") as handle:
         for record in records:
-            handle.write(json.dumps(record) + "\n")
+            handle.write(to_json(record) + "\n")
         handle.flush()
         os.fsync(handle.fileno())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -50,10 +50,18 @@ def predict(
 ):
     """Predictions for the rows of an input file (one number per line)."""
     import_tensorflow()
+    import numpy as np
+
     from nalu_cli.export import predict as run_predict
+    from nalu_cli.rundir import to_json
 
     predictions = run_predict(path, inputs)
     if as_json:
-        print(json.dumps([float(value) for value in predictions]))
+        print(to_json([float(value) for value in predictions]))
     else:
         print("\n".join(repr(float(value)) for value in predictions))
+    overflowing = int(np.sum(~np.isfinite(predictions)))
+    if overflowing:
+        shown = "null" if as_json else "inf or nan"
+        print(f"nalu: note: {overflowing} of {len(predictions)} predictions overflow float32 (printed as {shown})",
+              file=sys.stderr)

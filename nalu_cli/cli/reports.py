@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from nalu_cli.cli import render
 from nalu_cli.cli.options import JsonOption, ModelPathArg, overwrite_option
 from nalu_cli.errors import NaluError
 from nalu_cli.formatting import format_number, format_range
+from nalu_cli.rundir import to_json
 
 
 def eval_command(path: ModelPathArg, as_json: JsonOption = False):
@@ -24,7 +24,7 @@ def eval_command(path: ModelPathArg, as_json: JsonOption = False):
 
     report = evaluate(path)
     if as_json:
-        print(json.dumps(report, indent=2))
+        print(to_json(report, indent=2))
         return
     header = ["split", "range", "MSE", "threshold", "below", "normalised (random=100)"]
     rows = [
@@ -79,7 +79,7 @@ def extrapolate(
 
         report["plot"] = str(extrapolation_plot(report, plot, overwrite=overwrite))
     if as_json:
-        print(json.dumps(report, indent=2))
+        print(to_json(report, indent=2))
         return
     header = ["range", "MSE", "relative error", "threshold", "success"]
     rows = [
@@ -129,7 +129,7 @@ def inspect(
     if snap:
         report["snap"] = run_snap(path, out, overwrite=overwrite)
     if as_json:
-        print(json.dumps(report, indent=2))
+        print(to_json(report, indent=2))
     else:
         _print_inspection(report)
     if snap and not report["snap"]["saved"]:

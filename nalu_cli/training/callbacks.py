@@ -15,7 +15,8 @@ from typing import Callable
 
 import tensorflow as tf
 
-from nalu_cli.rundir import CHECKPOINT_DIR, METRICS_FILE, TENSORBOARD_DIR, atomic_write_text, jsonable
+from nalu_cli.errors import NaluError
+from nalu_cli.rundir import CHECKPOINT_DIR, METRICS_FILE, TENSORBOARD_DIR, atomic_write_text, to_json
 from nalu_cli.training.checkpoint import write_checkpoint
 
 TENSORBOARD_SCALARS = ("loss", "interpolation_mse", "extrapolation_mse")
@@ -70,7 +71,7 @@ class RunWriter(Callback):
             "elapsed_seconds": round(seconds, 4),
             "steps_per_second": step / (seconds - trainer.polish_seconds) if step else 0.0,
         }
-        self.metrics.write(json.dumps(jsonable(entry)) + "\n")
+        self.metrics.write(to_json(entry) + "\n")
         self.metrics.flush()
         arrays, scalars = trainer.checkpoint().arrays_and_scalars()
         write_checkpoint(self.out / CHECKPOINT_DIR, arrays, {**scalars, "train_seconds": seconds})
@@ -83,8 +84,21 @@ class RunWriter(Callback):
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """Drop metrics lines past the checkpoint (written after it, before a hard kill)."""
+    """Drop metrics lines past the checkpoint (written after it, before a hard kill), and a last
+    line a kill cut short; any other line that is not a metrics entry is one clear error."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            entry = json.loads(line)
+            entry_step = entry["step"]
+        except (ValueError, KeyError, TypeError):
+            if number == len(lines):
+                break  # torn by a kill mid-write: the checkpoint is older than this line anyway
+            raise NaluError(f"{path} line {number} is not a metrics entry; restore the file or "
+                            "start the run again with --overwrite") from None
+        if entry_step <= step:
+            kept.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in kept))

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from nalu_cli.errors import NaluError
-from nalu_cli.rundir import atomic_path, jsonable
+from nalu_cli.rundir import atomic_path, to_json
 from nalu_cli.training.selection import ReplicaResult, ReplicaStatus
 
 ARRAYS_FILE, SCALARS_FILE = "state.npz", "state.json"
@@ -84,7 +85,7 @@ def write_checkpoint(path: Path, arrays: dict, scalars: dict) -> None:
     with atomic_path(path) as tmp:
         tmp.mkdir()
         np.savez(tmp / ARRAYS_FILE, **arrays)
-        (tmp / SCALARS_FILE).write_text(json.dumps(jsonable(scalars)))
+        (tmp / SCALARS_FILE).write_text(to_json(scalars))
 
 
 def read_checkpoint(path: Path) -> tuple[dict, dict]:
@@ -92,8 +93,9 @@ def read_checkpoint(path: Path) -> tuple[dict, dict]:
         with np.load(path / ARRAYS_FILE) as data:
             arrays = {key: data[key] for key in data.files}
         scalars = json.loads((path / SCALARS_FILE).read_text())
-    except (OSError, ValueError, KeyError) as error:
-        raise NaluError(f"checkpoint {path} is unreadable: {error}") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise NaluError(f"checkpoint {path} is unreadable ({error}); "
+                        "start the run again with --overwrite") from None
     return arrays, scalars
 
 

@@ -6,7 +6,6 @@ the RunWriter callback, the selected model's SavedModel and the summary.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -28,10 +27,10 @@ from nalu_cli.rundir import (
     atomic_write_text,
     discard_backup,
     is_run_dir,
-    jsonable,
     prepare_output,
     restore_backup,
     run_lock,
+    to_json,
 )
 from nalu_cli.training.callbacks import RunWriter, Stopwatch, truncate_metrics
 from nalu_cli.training.checkpoint import has_checkpoint, read_checkpoint
@@ -117,7 +116,7 @@ def _run(config: Config, out: Path, on_progress, should_stop, resume_from: Path 
     train_seconds = stopwatch.seconds()
     save_selected(trainer, restarts, config, out)
     summary = summarize(trainer, restarts, config, train_seconds, wall_seconds=time.perf_counter() - started)
-    atomic_write_text(out / SUMMARY_FILE, json.dumps(jsonable(summary), indent=2) + "\n")
+    atomic_write_text(out / SUMMARY_FILE, to_json(summary, indent=2) + "\n")
     return summary
 
 
