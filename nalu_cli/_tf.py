@@ -4,9 +4,11 @@ any Python logging is set up, and would bury the one-line messages nalu prints."
 import os
 import sys
 
+from nalu_cli.errors import debugging
+
 
 def import_tensorflow():
-    if "tensorflow" in sys.modules or os.environ.get("NALU_DEBUG"):
+    if "tensorflow" in sys.modules or debugging():
         import tensorflow
 
         return tensorflow

@@ -32,6 +32,8 @@ DEFAULT_LAYERS = ("nau", "gated")
 DEFAULT_RESTARTS = 6
 
 Interval = list  # [lo, hi]
+# Seeds are numpy / Keras seeds: unsigned 32-bit.
+SEED_LIMIT = 2**32
 
 
 @dataclass
@@ -203,8 +205,8 @@ def validate(config: Config) -> Config:
             f"config key 'training.polish_every' must be 0 or a multiple of training.eval_every "
             f"({training.eval_every}), got {training.polish_every!r}"
         )
-    if config.seed < 0:
-        raise NaluError(f"config key 'seed' must be non-negative, got {config.seed!r}")
+    if not 0 <= config.seed < SEED_LIMIT:
+        raise NaluError(f"config key 'seed' must be in [0, 2^32), got {config.seed!r}")
     if not 0 < task.subset_ratio <= 1:
         raise NaluError(f"config key 'task.subset_ratio' must be in (0, 1], got {task.subset_ratio!r}")
     if not 0 <= task.overlap_ratio < 1:
@@ -235,7 +237,7 @@ def load_yaml(path: Path) -> dict:
     if not path.is_file():
         raise NaluError(f"config path is not a file: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_yaml_loader(yaml))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -248,6 +250,22 @@ def load_yaml(path: Path) -> dict:
     if not isinstance(data, dict):
         raise NaluError(f"config file {path} must hold a mapping of settings, got {type(data).__name__}")
     return data
+
+
+def _yaml_loader(yaml):
+    """PyYAML's safe loader, reading exponent numbers without a dot (1e-3, 5E4) as floats.
+
+    PyYAML follows YAML 1.1, where `1e-3` is the string "1e-3"; YAML 1.2 and every
+    user mean the number. The resolver is added to a subclass: yaml.SafeLoader is untouched.
+    """
+    import re
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    exponent = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", exponent, list("-+0123456789"))
+    return Loader
 
 
 def resolve(file_settings: dict | None = None, overrides: dict | None = None) -> Config:

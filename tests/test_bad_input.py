@@ -63,6 +63,9 @@ CASES = [
     (["benchmark", "--ops", "add", "--workers", "0", "--out", "{tmp}/bench"], "--workers must be at least 1"),
     (["benchmark", "--ops", "add", "--replicas", "0", "--out", "{tmp}/bench"], "--replicas must be at least 1"),
     (["benchmark", "--ops", "add", "--seeds", "2", "--out", "{tmp}/precious"], "not a nalu benchmark directory"),
+    # Keras seeds are 32-bit: a larger one used to crash inside Keras after the run directory existed.
+    (["train", "--op", "add", "--seed", str(2**32), "--out", "{tmp}/big_seed"], "'seed' must be in [0, 2^32)"),
+    (["benchmark", "--ops", "add", "--seeds", "0:5000000000", "--out", "{tmp}/bench"], "seeds in [0, 2^32)"),
 ]
 
 

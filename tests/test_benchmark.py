@@ -178,3 +178,15 @@ def test_a_benchmark_seed_and_nalu_train_write_the_same_result_record(tmp_path):
             "solved_at_step", "sparsity_error", "steps_trained", "divergence_events", "chosen_restart"} <= shared
     assert {key: summary[key] for key in shared - {"solved_at_seconds"}} == {
         key: record[key] for key in shared - {"solved_at_seconds"}}
+
+
+def test_the_default_model_and_its_architecture_with_one_restart_are_distinct_cells():
+    """`--units default,nau-gated`: the default model is nau-gated with restarts; the two must
+    never share result lines (they were both named nau-gated, and one cell's seeds were dropped)."""
+    from nalu_cli.benchmark import make_cells, plan
+
+    cells = make_cells(["sub"], ["default", "nau-gated", "default"], {}, steps=None)
+    assert [cell.unit for cell in cells] == ["default", "nau-gated"]
+    assert cells[0].config["model"] != cells[1].config["model"]
+    work = plan(cells, seeds=[0], replicas=1, key="k", protocol="mj", done={("sub", "nau-gated", 0)})
+    assert [(item["unit"], item["seeds"]) for item in work] == [("default", (0,))]

@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from nalu_cli.config import parse_architecture, resolve
+from nalu_cli.config import SEED_LIMIT, parse_architecture, resolve
 from nalu_cli.errors import NaluError
 
 
@@ -19,15 +19,18 @@ def parse_seeds(text: str) -> list[int]:
     try:
         if ":" in text:
             lo, hi = (int(part) for part in text.split(":"))
-            seeds = list(range(lo, hi))
+            bounds = range(lo, hi)
         elif "," in text:
-            seeds = [int(part) for part in text.split(",")]
+            bounds = [int(part) for part in text.split(",")]
         else:
-            seeds = list(range(int(text)))
+            bounds = range(int(text))
     except ValueError:
         raise NaluError(f"--seeds must be N, LO:HI or a comma list, got '{text}'") from None
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise NaluError(f"--seeds must give distinct non-negative seeds, got '{text}'")
+    if not bounds or min(bounds) < 0 or max(bounds) >= SEED_LIMIT:  # min/max of a range cost nothing
+        raise NaluError(f"--seeds must give distinct seeds in [0, 2^32), got '{text}'")
+    seeds = list(bounds)
+    if len(set(seeds)) != len(seeds):
+        raise NaluError(f"--seeds must give distinct seeds in [0, 2^32), got '{text}'")
     return seeds
 
 
@@ -39,14 +42,16 @@ class Cell:
 
 
 def make_cells(ops: list[str], units: list[str], base_settings: dict, steps: int | None) -> list[Cell]:
+    """One cell per (op, unit), named by the unit as given: results are keyed by (op, unit, seed),
+    so two cells must never share a name ('default' is nau-gated with restarts, not `nau-gated`)."""
     cells = []
-    for op in ops:
-        for unit in units:
+    for op in dict.fromkeys(ops):
+        for unit in dict.fromkeys(units):
             overrides = {"task": {"op": op}, "training": {"steps": steps}}
             if unit != "default":
                 overrides["model"] = parse_architecture(unit)
             config = resolve(base_settings, overrides)
-            cells.append(Cell(op=op, unit=unit if unit != "default" else config.model.name, config=config.to_dict()))
+            cells.append(Cell(op=op, unit=unit, config=config.to_dict()))
     return cells
 
 

@@ -11,7 +11,6 @@ and exit code 2 (set NALU_DEBUG=1 for the traceback).
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Annotated
 
@@ -21,7 +20,7 @@ from typer.exceptions import Abort, TyperException
 
 from nalu_cli import __version__
 from nalu_cli.cli import benchmark, export, reports, train
-from nalu_cli.errors import NaluError
+from nalu_cli.errors import NaluError, debugging
 
 
 class NaluGroup(TyperGroup):
@@ -31,7 +30,7 @@ class NaluGroup(TyperGroup):
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except NaluError as error:
-            if os.environ.get("NALU_DEBUG"):
+            if debugging():
                 raise
             _fail(str(error))
         except TyperException as error:  # bad flags and arguments (typer's own click exceptions)
