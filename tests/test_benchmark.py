@@ -190,3 +190,45 @@ def test_the_default_model_and_its_architecture_with_one_restart_are_distinct_ce
     assert cells[0].config["model"] != cells[1].config["model"]
     work = plan(cells, seeds=[0], replicas=1, key="k", protocol="mj", done={("sub", "nau-gated", 0)})
     assert [(item["unit"], item["seeds"]) for item in work] == [("default", (0,))]
+
+
+ORPHAN_SCRIPT = """
+import os, sys, time
+from nalu_cli.benchmark.runners import worker_pool
+
+if __name__ == "__main__":
+    pool = worker_pool(1)
+    print(pool.submit(os.getpid).result(), flush=True)
+    pool.submit(time.sleep, 60)
+    time.sleep(60)
+"""
+
+
+def test_benchmark_workers_exit_when_their_parent_is_killed(tmp_path):
+    """kill -9 of `nalu benchmark` (the OOM killer, a scheduler) runs no cleanup: its workers
+    must notice and exit rather than sit idle for good, each holding TensorFlow's memory."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(ORPHAN_SCRIPT)
+    # stderr: the killed parent's resource tracker reports its leaked semaphores there.
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    worker = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+
+    def alive(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                return handle.read().split(") ")[1][0] != "Z"  # a zombie has exited
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 10
+    while alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(worker)

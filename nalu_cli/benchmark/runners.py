@@ -6,12 +6,46 @@ from nalu_cli.benchmark.worker import run_group
 from nalu_cli.errors import NaluError
 
 
-def run_local(work: list[dict], collect, workers: int, _address) -> None:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+# How often a worker checks that the process that started it is still alive (seconds).
+PARENT_CHECK_SECONDS = 0.5
 
-    # spawn, not fork: TensorFlow's runtime does not survive a fork.
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(work)), mp_context=multiprocessing.get_context("spawn"))
+
+def worker_pool(workers: int):
+    """Worker processes that never outlive this one, however it dies (kill -9 included).
+
+    spawn, not fork: TensorFlow's runtime does not survive a fork.
+    """
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=exit_with_parent, initargs=(os.getpid(),))
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """In a worker: exit as soon as `parent_pid` is no longer this process's parent.
+
+    A SIGKILLed parent (the out-of-memory killer, a scheduler) runs no cleanup, and its
+    workers would otherwise sit idle for good, each holding TensorFlow's memory. An orphan
+    is re-parented, so its parent id changes: a daemon thread watches for that.
+    """
+    import os
+    import threading
+    import time
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def run_local(work: list[dict], collect, workers: int, _address) -> None:
+    from concurrent.futures import as_completed
+
+    pool = worker_pool(min(workers, len(work)))
     futures = [pool.submit(run_group, item) for item in work]
     try:
         for future in as_completed(futures):
