@@ -201,3 +201,25 @@ def test_a_truncated_checkpoint_is_one_clear_error(tmp_path, config_file):
     assert result.exit_code == 2 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("nalu: error:")]
     assert len(errors) == 1 and "checkpoint" in errors[0] and "--overwrite" in errors[0]
+
+
+def test_resume_refuses_a_config_edited_since_the_checkpoint_and_changes_nothing(tmp_path, config_file):
+    run = tmp_path / "run"
+    assert invoke("train", "--config", config_file, *SMALL_RUN, "--steps", "1000", "--out", run).exit_code == 0
+    edited = (run / "config.yaml").read_text().replace("hidden_size: 2", "hidden_size: 4")
+    (run / "config.yaml").write_text(edited)
+    before = {p.name: p.stat().st_mtime_ns for p in run.rglob("*")}
+    result = invoke("train", "--resume", run, "--steps", "2000")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert "no longer matches the run's checkpoint (model.hidden_size: '2' -> '4')" in result.stderr
+    assert (run / "config.yaml").read_text() == edited
+    assert {p.name: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+
+
+def test_resume_refuses_a_step_budget_below_where_the_run_is(tmp_path, config_file):
+    run = tmp_path / "run"
+    assert invoke("train", "--config", config_file, *SMALL_RUN, "--steps", "1000", "--out", run).exit_code == 0
+    config = (run / "config.yaml").read_text()
+    result = invoke("train", "--resume", run, "--steps", "500")
+    assert result.exit_code == 2 and "is at step 1,000; --steps 500 would go back" in result.stderr
+    assert (run / "config.yaml").read_text() == config

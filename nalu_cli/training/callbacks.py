@@ -47,10 +47,10 @@ class RunWriter(Callback):
     interpolation MSE). A context manager: the files are closed however the fit ends.
     """
 
-    def __init__(self, out: Path, group: list[int], stopwatch: Stopwatch, total_steps: int,
+    def __init__(self, out: Path, group: list[int], stopwatch: Stopwatch, config: dict,
                  on_progress: Callable[[dict], None] | None = None):
         self.out, self.group, self.stopwatch = Path(out), group, stopwatch
-        self.total_steps, self.on_progress = total_steps, on_progress
+        self.config, self.on_progress = config, on_progress  # the checkpoint carries the config that made it
         self.tensorboard = tf.summary.create_file_writer(str(self.out / TENSORBOARD_DIR))
         self.metrics = open(self.out / METRICS_FILE, "a")
 
@@ -74,13 +74,13 @@ class RunWriter(Callback):
         self.metrics.write(to_json(entry) + "\n")
         self.metrics.flush()
         arrays, scalars = trainer.checkpoint().arrays_and_scalars()
-        write_checkpoint(self.out / CHECKPOINT_DIR, arrays, {**scalars, "train_seconds": seconds})
+        write_checkpoint(self.out / CHECKPOINT_DIR, arrays, {**scalars, "train_seconds": seconds, "config": self.config})
         with self.tensorboard.as_default(step=step):
             for key in TENSORBOARD_SCALARS:
                 if entry[key] is not None and math.isfinite(entry[key]):
                     tf.summary.scalar(key, entry[key])
         if self.on_progress:
-            self.on_progress({**entry, "total_steps": self.total_steps})
+            self.on_progress({**entry, "total_steps": self.config["training"]["steps"]})
 
 
 def truncate_metrics(path: Path, step: int) -> None:

@@ -1,7 +1,7 @@
 """The training checkpoint: everything needed to continue a run exactly, as arrays and scalars.
 
     checkpoint/state.npz   weights, optimiser moments, selected weights, replica status
-    checkpoint/state.json  step, polish time, every replica's result, train_seconds
+    checkpoint/state.json  step, polish time, every replica's result, train_seconds, the config
 
 Keys: "{params,m,v,mc,vc}/{layer}/{weight}", "selected/{replica}/{layer}/{weight}",
 "active", "lr_scale", "divergence_events". The directory is replaced whole (rundir.atomic_path):

@@ -92,11 +92,38 @@ def resume(
     if steps is not None:
         config = resolve(config.to_dict(), {"training": {"steps": steps}})
     with run_lock(out):
+        checkpoint = read_checkpoint(out / CHECKPOINT_DIR)
+        check_resumable(config, checkpoint[1], out)
         atomic_write_text(out / CONFIG_FILE, dump_yaml(config))
-        return _run(config, out, on_progress, should_stop, resume_from=out / CHECKPOINT_DIR)
+        return _run(config, out, on_progress, should_stop, checkpoint=checkpoint)
 
 
-def _run(config: Config, out: Path, on_progress, should_stop, resume_from: Path | None = None) -> dict:
+def check_resumable(config: Config, scalars: dict, out: Path) -> None:
+    """Refuse to continue a run whose config.yaml changed since its checkpoint (only the step
+    budget may change, and not below the step it is at): it would train on, then fail or
+    mix two configs in one run."""
+    saved = scalars.get("config")  # checkpoints of nalu 0.4.0 carry none
+    if saved is not None:
+        now, then = _flat(config.to_dict()), _flat(saved)
+        for key in sorted(set(now) | set(then)):
+            if key != "training.steps" and now.get(key) != then.get(key):
+                raise NaluError(f"{out / CONFIG_FILE} no longer matches the run's checkpoint ({key}: "
+                                f"{then.get(key)!r} -> {now.get(key)!r}); put it back, or start a new run")
+    if config.training.steps < scalars["step"]:
+        raise NaluError(f"run {out} is at step {scalars['step']:,}; --steps {config.training.steps:,} would go back")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = to_json(value)  # lists and tuples alike, as JSON keeps them
+    return flat
+
+
+def _run(config: Config, out: Path, on_progress, should_stop, checkpoint: tuple | None = None) -> dict:
     started = time.perf_counter()
     training = config.training
     replicas = Replica.with_restarts(config, config.seed)
@@ -105,13 +132,13 @@ def _run(config: Config, out: Path, on_progress, should_stop, resume_from: Path 
     trainer = ReplicaTrainer(config.model, training, replicas)
     restarts = list(range(len(replicas)))
     previous_seconds = 0.0
-    if resume_from is not None:
-        arrays, scalars = read_checkpoint(resume_from)
+    if checkpoint is not None:
+        arrays, scalars = checkpoint
         trainer.restore(arrays, scalars)
         previous_seconds = float(scalars.get("train_seconds", 0.0))
         truncate_metrics(out / METRICS_FILE, trainer.step)
     stopwatch = Stopwatch(previous_seconds)
-    with RunWriter(out, restarts, stopwatch, training.steps, on_progress) as writer:
+    with RunWriter(out, restarts, stopwatch, config.to_dict(), on_progress) as writer:
         trainer.fit(training.steps, training.eval_every, training.early_stop, [writer], should_stop, [restarts])
     train_seconds = stopwatch.seconds()
     save_selected(trainer, restarts, config, out)
