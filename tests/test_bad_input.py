@@ -66,6 +66,7 @@ CASES = [
     # Keras seeds are 32-bit: a larger one used to crash inside Keras after the run directory existed.
     (["train", "--op", "add", "--seed", str(2**32), "--out", "{tmp}/big_seed"], "'seed' must be in [0, 2^32)"),
     (["benchmark", "--ops", "add", "--seeds", "0:5000000000", "--out", "{tmp}/bench"], "seeds in [0, 2^32)"),
+    (["benchmark", "--ops", "add", "--seeds", "1000000000", "--out", "{tmp}/bench"], "at most 100,000 at a time"),
 ]
 
 

@@ -14,6 +14,10 @@ from nalu_cli.config import SEED_LIMIT, parse_architecture, resolve
 from nalu_cli.errors import NaluError
 
 
+# More seeds than anyone trains in one benchmark, few enough to hold as a list.
+MAX_SEEDS = 100_000
+
+
 def parse_seeds(text: str) -> list[int]:
     """'4' -> 0..3;  '10:20' -> 10..19;  '3,5,8' -> those."""
     try:
@@ -26,8 +30,14 @@ def parse_seeds(text: str) -> list[int]:
             bounds = range(int(text))
     except ValueError:
         raise NaluError(f"--seeds must be N, LO:HI or a comma list, got '{text}'") from None
-    if not bounds or min(bounds) < 0 or max(bounds) >= SEED_LIMIT:  # min/max of a range cost nothing
+    if not bounds:
+        raise NaluError(f"--seeds must give at least one seed, got '{text}'")
+    # A range's ends and length, not its elements: '0:5000000000' is refused without counting to five billion.
+    lowest, highest = (bounds[0], bounds[-1]) if isinstance(bounds, range) else (min(bounds), max(bounds))
+    if lowest < 0 or highest >= SEED_LIMIT:
         raise NaluError(f"--seeds must give distinct seeds in [0, 2^32), got '{text}'")
+    if len(bounds) > MAX_SEEDS:
+        raise NaluError(f"--seeds gives {len(bounds):,} seeds; at most {MAX_SEEDS:,} at a time")
     seeds = list(bounds)
     if len(set(seeds)) != len(seeds):
         raise NaluError(f"--seeds must give distinct seeds in [0, 2^32), got '{text}'")
