@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,13 +151,12 @@ def test_divergence_is_restored_counted_and_never_saved(tmp_path):
     assert all(np.all(np.isfinite(value)) for layer in weights(run) for value in layer.values())
 
 
-def test_resuming_a_checkpoint_without_the_optimizer_state_is_one_clear_error(tmp_path, config_file):
+def test_resuming_a_checkpoint_without_the_optimizer_state_is_one_clear_error(run_copy):
     """A checkpoint lacking the split-adam moments (written by nalu 0.1.0, or with optimizer: adam
     and then resumed under another config) is refused with one line, and the run is left as it was."""
     from nalu_cli import training
 
-    run = tmp_path / "run"
-    assert invoke("train", "--config", config_file, *SMALL_RUN, "--steps", "500", "--out", run).exit_code == 0
+    run = run_copy
     arrays, scalars = training.read_checkpoint(run / "checkpoint")
     old_state = {k: v for k, v in arrays.items() if not k.startswith(("mc/", "vc/"))}
     assert len(old_state) < len(arrays)
@@ -170,9 +170,26 @@ def test_resuming_a_checkpoint_without_the_optimizer_state_is_one_clear_error(tm
     assert sorted(p.name for p in run.iterdir()) == before
 
 
-def test_a_metrics_line_torn_by_a_kill_is_dropped_on_resume(tmp_path, config_file):
-    run = tmp_path / "run"
-    assert invoke("train", "--config", config_file, *SMALL_RUN, "--steps", "1000", "--out", run).exit_code == 0
+@pytest.fixture(scope="module")
+def trained_1000(tmp_path_factory):
+    """A finished 1,000-step run (SMALL_RUN), trained once for the tests that damage a copy of it."""
+    root = tmp_path_factory.mktemp("trained")
+    config = root / "small.yaml"
+    config.write_text(SMALL_CONFIG)
+    run = root / "run"
+    assert invoke("train", "--config", config, *SMALL_RUN, "--steps", "1000", "--out", run).exit_code == 0
+    return run
+
+
+@pytest.fixture
+def run_copy(trained_1000, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(trained_1000, tmp_path / "run"))
+
+
+def test_a_metrics_line_torn_by_a_kill_is_dropped_on_resume(run_copy):
+    run = run_copy
     with open(run / "metrics.jsonl", "a") as handle:
         handle.write('{"step": 1500, "loss": 0.2, "interpol')  # a kill in the middle of a line
     result = invoke("train", "--resume", run, "--steps", "1500")
@@ -181,9 +198,8 @@ def test_a_metrics_line_torn_by_a_kill_is_dropped_on_resume(tmp_path, config_fil
     assert steps == [0, 500, 1000, 1500]
 
 
-def test_a_damaged_metrics_line_before_the_last_is_one_clear_error(tmp_path, config_file):
-    run = tmp_path / "run"
-    assert invoke("train", "--config", config_file, *SMALL_RUN, "--steps", "1000", "--out", run).exit_code == 0
+def test_a_damaged_metrics_line_before_the_last_is_one_clear_error(run_copy):
+    run = run_copy
     lines = (run / "metrics.jsonl").read_text().splitlines()
     (run / "metrics.jsonl").write_text("\n".join([lines[0], "garbage", *lines[2:]]) + "\n")
     result = invoke("train", "--resume", run, "--steps", "1500")
@@ -192,9 +208,8 @@ def test_a_damaged_metrics_line_before_the_last_is_one_clear_error(tmp_path, con
     assert len(errors) == 1 and "metrics.jsonl line 2 is not a metrics entry" in errors[0]
 
 
-def test_a_truncated_checkpoint_is_one_clear_error(tmp_path, config_file):
-    run = tmp_path / "run"
-    assert invoke("train", "--config", config_file, *SMALL_RUN, "--steps", "1000", "--out", run).exit_code == 0
+def test_a_truncated_checkpoint_is_one_clear_error(run_copy):
+    run = run_copy
     state = run / "checkpoint" / "state.npz"
     state.write_bytes(state.read_bytes()[:100])
     result = invoke("train", "--resume", run, "--steps", "1500")
@@ -203,9 +218,8 @@ def test_a_truncated_checkpoint_is_one_clear_error(tmp_path, config_file):
     assert len(errors) == 1 and "checkpoint" in errors[0] and "--overwrite" in errors[0]
 
 
-def test_resume_refuses_a_config_edited_since_the_checkpoint_and_changes_nothing(tmp_path, config_file):
-    run = tmp_path / "run"
-    assert invoke("train", "--config", config_file, *SMALL_RUN, "--steps", "1000", "--out", run).exit_code == 0
+def test_resume_refuses_a_config_edited_since_the_checkpoint_and_changes_nothing(run_copy):
+    run = run_copy
     edited = (run / "config.yaml").read_text().replace("hidden_size: 2", "hidden_size: 4")
     (run / "config.yaml").write_text(edited)
     before = {p.name: p.stat().st_mtime_ns for p in run.rglob("*")}
@@ -216,9 +230,8 @@ def test_resume_refuses_a_config_edited_since_the_checkpoint_and_changes_nothing
     assert {p.name: p.stat().st_mtime_ns for p in run.rglob("*")} == before
 
 
-def test_resume_refuses_a_step_budget_below_where_the_run_is(tmp_path, config_file):
-    run = tmp_path / "run"
-    assert invoke("train", "--config", config_file, *SMALL_RUN, "--steps", "1000", "--out", run).exit_code == 0
+def test_resume_refuses_a_step_budget_below_where_the_run_is(run_copy):
+    run = run_copy
     config = (run / "config.yaml").read_text()
     result = invoke("train", "--resume", run, "--steps", "500")
     assert result.exit_code == 2 and "is at step 1,000; --steps 500 would go back" in result.stderr
