@@ -108,3 +108,20 @@ def test_selection_imports_no_tensorflow():
 
     code = "import sys; import nalu_cli.training.selection; print('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_steps_trained_counts_a_group_that_stopped_at_step_0_as_0_steps():
+    """In a benchmark group, a seed solved at its first evaluation trained 0 steps, however long
+    the other seeds of the group went on."""
+    from types import SimpleNamespace
+
+    from nalu_cli.training.record import result_record
+
+    solved = ReplicaResult(interpolation_mse=0.0, extrapolation_mse=0.0, solved_at_step=0, stopped_at_step=0,
+                           selected_params=[{"w": np.ones((2, 1))}])
+    running = ReplicaResult(interpolation_mse=1.0, extrapolation_mse=5.0, stopped_at_step=None)
+    trainer = SimpleNamespace(results=[solved, running], thresholds=np.array([1.0, 1.0]), step=4000,
+                              status=ReplicaStatus.start(2), sparsity_error=lambda params: 0.0,
+                              chosen=lambda group: selection.chosen([solved, running], group))
+    assert result_record(trainer, [0], seed=0)["steps_trained"] == 0
+    assert result_record(trainer, [1], seed=1)["steps_trained"] == 4000

@@ -26,7 +26,8 @@ def result_record(trainer, group: list[int], seed: int) -> dict:
         "solved_at_seconds": result.solved_at_seconds,
         "sparsity_error": trainer.sparsity_error(result.selected_params) if result.selected_params else None,
         # Restarts of one model stop together; a model trained in a benchmark group stops on its own.
-        "steps_trained": max(trainer.results[r].stopped_at_step or trainer.step for r in group),
+        "steps_trained": max(trainer.step if trainer.results[r].stopped_at_step is None
+                             else trainer.results[r].stopped_at_step for r in group),
         "diverged_at_step": result.diverged_at_step,
         "divergence_events": int(sum(trainer.status.divergence_events[r] for r in group)),
     }
