@@ -64,20 +64,19 @@ def run_benchmark(
     key = settings_key(cells, replicas, protocol)
     out = Path(out)
     wanted = {(cell.op, cell.unit, seed) for cell in cells for seed in seeds}
-    records = [r for r in load_results(out, key) if (r["op"], r["unit"], r["seed"]) in wanted]
-    records = list({(r["op"], r["unit"], r["seed"]): r for r in records}.values())
+    records = list({cell_seed(r): r for r in load_results(out, key) if cell_seed(r) in wanted}.values())
     start_output(out, key, {"ops": ops, "units": units, "replicas": replicas, "protocol": protocol})
     if on_results and records:
         on_results(records)
-    work = plan(cells, seeds, replicas, key, protocol, {(r["op"], r["unit"], r["seed"]) for r in records})
+    have = {cell_seed(r) for r in records}
+    work = plan(cells, seeds, replicas, key, protocol, have)
     runner = RUNNERS.get(backend)
     if runner is None:
         raise NaluError(f"unknown backend '{backend}' (choose from local, ray)")
-    have = {(r["op"], r["unit"], r["seed"]) for r in records}
 
     def collect(group_records: list[dict]) -> None:
-        fresh = [r for r in group_records if (r["op"], r["unit"], r["seed"]) not in have]
-        have.update((r["op"], r["unit"], r["seed"]) for r in fresh)
+        fresh = [r for r in group_records if cell_seed(r) not in have]
+        have.update(cell_seed(r) for r in fresh)
         append_results(out, fresh)
         records.extend(fresh)
         if on_results:
@@ -86,9 +85,9 @@ def run_benchmark(
     if work:
         with run_lock(out):
             runner(work, collect, workers or os.cpu_count() or 1, ray_address)
-    return sorted(records, key=lambda r: (ops.index(r["op"]), _unit_order(units, cells, r["unit"]), r["seed"]))
+    return sorted(records, key=lambda r: (ops.index(r["op"]), units.index(r["unit"]), r["seed"]))
 
 
-def _unit_order(units: list[str], cells: list[Cell], unit: str) -> int:
-    names = list(dict.fromkeys(cell.unit for cell in cells))
-    return names.index(unit) if unit in names else len(names)
+def cell_seed(record: dict) -> tuple:
+    """What a result line is keyed by: its cell (op, unit as given) and seed."""
+    return record["op"], record["unit"], record["seed"]

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from nalu_cli.errors import NaluError
-from nalu_cli.rundir import to_json
+from nalu_cli.rundir import atomic_write_text, to_json
 
 RESULTS_FILE = "results.jsonl"
 SETTINGS_FILE = "settings.json"
@@ -40,7 +40,6 @@ def load_results(out: Path, key: str) -> list[dict]:
 
 
 def start_output(out: Path, key: str, description: dict) -> None:
-    from nalu_cli.rundir import atomic_write_text
 
     if out.exists() and not out.is_dir():
         raise NaluError(f"{out} exists and is not a directory")
@@ -48,7 +47,7 @@ def start_output(out: Path, key: str, description: dict) -> None:
         raise NaluError(f"{out} is not a nalu benchmark directory; use another --out")
     out.mkdir(parents=True, exist_ok=True)
     if not (out / SETTINGS_FILE).exists():
-        atomic_write_text(out / SETTINGS_FILE, json.dumps({"key": key, **description}, indent=2) + "\n")
+        atomic_write_text(out / SETTINGS_FILE, to_json({"key": key, **description}, indent=2) + "\n")
 
 
 def append_results(out: Path, records: list[dict]) -> None:

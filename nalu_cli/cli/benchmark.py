@@ -17,7 +17,8 @@ from nalu_cli.errors import NaluError
 
 
 def _split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+    """'add, mul,add' -> ['add', 'mul']: an entry given twice is one cell (and counts once in the progress)."""
+    return list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
 
 
 def benchmark(

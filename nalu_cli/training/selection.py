@@ -136,8 +136,6 @@ def stop(results, status: ReplicaStatus, thresholds, groups: list[list[int]], ea
     every replica not active any more gets its stopped-at step."""
     if early_stop:
         status.active &= ~np.array([r.extrapolation_mse < t for r, t in zip(results, thresholds)], dtype=bool)
-    mark_stopped(results, status.active, step)
-    if early_stop:
         for group in groups:
             best = chosen(results, group)
             if results[best].extrapolation_mse < thresholds[best]:
