@@ -119,11 +119,13 @@ def test_config_numbers_with_an_exponent_and_no_dot_are_numbers(tmp_path):
     from nalu_cli.config import load_yaml, resolve
 
     path = tmp_path / "c.yaml"
-    path.write_text("training: {learning_rate: 1e-3, steps: 20000}\ntask: {extrapolation_range: [2E0, 6e+0]}\n")
-    config = resolve(load_yaml(path))
-    assert config.training.learning_rate == 0.001 and config.training.steps == 20000
-    assert config.task.extrapolation_range == [[2.0, 6.0]]
-    assert load_yaml(path) and resolve({"task": {"op": "add"}}).task.op == "add"  # plain values unchanged
+    path.write_text("training: {learning_rate: 1e-3, steps: 20000}\ntask: {op: add, extrapolation_range: [2E0, 6e+0]}\n"
+                    "model: {layers: [nau, nmu]}\nseed: 7\n")
+    settings = load_yaml(path)
+    assert settings["training"] == {"learning_rate": 0.001, "steps": 20000}  # a float and an int, as written
+    assert settings["task"] == {"op": "add", "extrapolation_range": [2.0, 6.0]}
+    assert settings["model"] == {"layers": ["nau", "nmu"]} and settings["seed"] == 7  # words and ints unchanged
+    assert resolve(settings).training.learning_rate == 0.001
 
 
 @pytest.mark.parametrize("value, expected", [("1", True), ("yes", True), ("0", False), ("false", False),

@@ -225,7 +225,7 @@ def test_resume_refuses_a_config_edited_since_the_checkpoint_and_changes_nothing
     before = {p.name: p.stat().st_mtime_ns for p in run.rglob("*")}
     result = invoke("train", "--resume", run, "--steps", "2000")
     assert result.exit_code == 2 and "Traceback" not in result.stderr
-    assert "no longer matches the run's checkpoint (model.hidden_size: '2' -> '4')" in result.stderr
+    assert "no longer matches the run's checkpoint (model.hidden_size: 2 -> 4)" in result.stderr
     assert (run / "config.yaml").read_text() == edited
     assert {p.name: p.stat().st_mtime_ns for p in run.rglob("*")} == before
 

@@ -108,7 +108,7 @@ def check_resumable(config: Config, scalars: dict, out: Path) -> None:
         for key in sorted(set(now) | set(then)):
             if key != "training.steps" and now.get(key) != then.get(key):
                 raise NaluError(f"{out / CONFIG_FILE} no longer matches the run's checkpoint ({key}: "
-                                f"{then.get(key)!r} -> {now.get(key)!r}); put it back, or start a new run")
+                                f"{then.get(key, 'absent')} -> {now.get(key, 'absent')}); put it back, or start a new run")
     if config.training.steps < scalars["step"]:
         raise NaluError(f"run {out} is at step {scalars['step']:,}; --steps {config.training.steps:,} would go back")
 
