@@ -31,6 +31,21 @@ OPTIMIZERS = ("split-adam", "adam")
 DEFAULT_LAYERS = ("nau", "gated")
 DEFAULT_RESTARTS = 6
 
+# task.kind: the static task (one vector in, Trask section 4.1) or the recurrent one (a sequence in,
+# the target after its last step, Trask's Table 1 right half). Units that exist only as a recurrent cell.
+TASK_KINDS = ("static", "recurrent")
+CELL_ONLY_UNITS = ("lstm", "gru")
+# Defaults that depend on the kind (a key left null takes these).
+KIND_DEFAULTS = {
+    "static": {"input_size": 100, "extrapolation_range": [2.0, 6.0], "test_size": 10_000},
+    "recurrent": {"input_size": 10, "extrapolation_range": None, "test_size": 1_000},  # None: the interpolation range (longer only)
+}
+# The recurrent task's subsets are drawn per seed as in stable-nalu (commit e088f71): sizes 1-5,
+# overlap 1-2 (at most the smaller size), so every input_size from 9 up fits any draw.
+RECURRENT_SUBSET_SIZES = (1, 5)
+RECURRENT_OVERLAPS = (1, 2)
+RECURRENT_MIN_INPUT = 2 * RECURRENT_SUBSET_SIZES[1] - RECURRENT_OVERLAPS[0]
+
 Interval = list  # [lo, hi]
 # Seeds are numpy / Keras seeds: unsigned 32-bit.
 SEED_LIMIT = 2**32
@@ -38,24 +53,36 @@ SEED_LIMIT = 2**32
 
 @dataclass
 class TaskConfig:
-    """The static arithmetic task (Trask et al. 2018, section 4.1; Madsen & Johansen 2020)."""
+    """The arithmetic task: static (Trask et al. 2018, section 4.1; Madsen & Johansen 2020) or recurrent."""
 
     op: str = "mul"
-    input_size: int = 100
+    # static: x of input_size numbers; recurrent: x of `length` steps of input_size numbers each,
+    # a and b summed over every step, extrapolation by a longer sequence (extrapolation_length).
+    kind: str = "static"
+    input_size: int | None = None  # null: 100 (static), 10 (recurrent)
+    # Static slices: subset_ratio * input_size elements, overlapping by overlap_ratio (recurrent
+    # subsets are drawn per seed instead: sizes 1-5, overlap 1-2).
     subset_ratio: float = 0.25
     overlap_ratio: float = 0.5
     # Explicit slice placement [[a_start, a_end], [b_start, b_end]]; None draws it from the seed.
     subsets: list | None = None
     # A range is [lo, hi] or a union [[lo, hi], [lo, hi], ...].
     interpolation_range: list = field(default_factory=lambda: [1.0, 2.0])
-    extrapolation_range: list = field(default_factory=lambda: [2.0, 6.0])
+    extrapolation_range: list | None = None  # null: [2, 6] (static), the interpolation range (recurrent)
+    # Recurrent only: sequence length of training and validation, and of the test (extrapolation) set.
+    length: int = 10
+    extrapolation_length: int = 1000
     validation_size: int = 10_000
-    test_size: int = 10_000
+    test_size: int | None = None  # null: 10,000 (static), 1,000 sequences of extrapolation_length (recurrent)
 
 
 @dataclass
 class ModelConfig:
-    """Two layers, input_size -> hidden_size -> 1: `layers` names each, or `unit` both."""
+    """Two layers, input_size -> hidden_size -> 1: `layers` names each, or `unit` both.
+
+    On the recurrent task the first layer is the cell (it reads [x_t, h_{t-1}] into h_t, a hidden
+    state of hidden_size with a learnable initial value) and the second maps the last h_t to y.
+    """
 
     # "default" is the default model, not told the op: an NAU picks the slices and a gated
     # NAU/RealNPU unit combines them (DEFAULT_LAYERS). `unit: nalu` is the paper's model.
@@ -76,7 +103,10 @@ class ModelConfig:
     def layer_units(self) -> list[str]:
         if self.layers:
             return list(self.layers)
-        return list(DEFAULT_LAYERS) if self.unit == "default" else [self.unit, self.unit]
+        if self.unit == "default":
+            return list(DEFAULT_LAYERS)
+        # Keras's LSTM and GRU cells get a linear output, as in stable-nalu.
+        return [self.unit, "linear" if self.unit in CELL_ONLY_UNITS else self.unit]
 
     @property
     def name(self) -> str:
@@ -178,11 +208,21 @@ def validate(config: Config) -> Config:
     task, model, training = config.task, config.model, config.training
     if task.op not in OPS:
         raise NaluError(f"unknown op '{task.op}' (choose from {', '.join(OPS)})")
+    if task.kind not in TASK_KINDS:
+        raise NaluError(f"unknown task kind '{task.kind}' (choose from {', '.join(TASK_KINDS)})")
+    for key, value in KIND_DEFAULTS[task.kind].items():
+        if getattr(task, key) is None:
+            setattr(task, key, value if value is not None else list(task.interpolation_range))
     if model.layers is not None and (len(model.layers) != 2 or not all(isinstance(u, str) for u in model.layers)):
         raise NaluError(f"config key 'model.layers' must name two units, got {model.layers!r}")
     for unit in [model.unit, *(model.layers or [])]:
         if unit not in UNITS and not (unit == "default" and unit is model.unit):
             raise NaluError(f"unknown unit '{unit}' (choose from {', '.join(UNITS)})")
+    cell, output = model.layer_units
+    if task.kind == "static" and cell in CELL_ONLY_UNITS:
+        raise NaluError(f"unit '{cell}' is a recurrent cell; it needs task.kind recurrent (--task recurrent)")
+    if output in CELL_ONLY_UNITS:
+        raise NaluError(f"unit '{output}' is a recurrent cell and cannot be the output layer")
     positive = {
         "task.input_size": task.input_size,
         "task.validation_size": task.validation_size,
@@ -194,6 +234,8 @@ def validate(config: Config) -> Config:
         "training.eval_every": training.eval_every,
         "training.learning_rate": training.learning_rate,
         "training.polish_iterations": training.polish_iterations,
+        "task.length": task.length,
+        "task.extrapolation_length": task.extrapolation_length,
     }
     if training.optimizer not in OPTIMIZERS:
         raise NaluError(f"unknown optimizer '{training.optimizer}' (choose from {', '.join(OPTIMIZERS)})")
@@ -215,6 +257,13 @@ def validate(config: Config) -> Config:
     task.extrapolation_range = parse_range("task.extrapolation_range", task.extrapolation_range)
     if task.subsets is not None:
         task.subsets = parse_subsets(task.subsets, task.input_size)
+    elif task.kind == "recurrent":
+        if task.input_size < RECURRENT_MIN_INPUT:
+            raise NaluError(
+                f"task.input_size={task.input_size} is too small for the recurrent task's subsets (sizes "
+                f"{RECURRENT_SUBSET_SIZES[0]}-{RECURRENT_SUBSET_SIZES[1]} overlapping by {RECURRENT_OVERLAPS[0]}-"
+                f"{RECURRENT_OVERLAPS[1]} need {RECURRENT_MIN_INPUT}); use a larger one or set task.subsets"
+            )
     else:
         subset = int(task.subset_ratio * task.input_size)
         span = 2 * subset - int(task.overlap_ratio * subset)
@@ -284,7 +333,7 @@ def parse_architecture(name: str) -> dict:
         return {"unit": "default", "layers": None}
     parts = name.split("-")
     if len(parts) == 1:
-        return {"unit": parts[0], "layers": [parts[0], parts[0]]}
+        return {"unit": parts[0], "layers": ModelConfig(unit=parts[0]).layer_units}
     if len(parts) == 2:
         return {"unit": parts[0], "layers": parts}
     raise NaluError(f"unit '{name}' must be UNIT or FIRST-SECOND (e.g. nau-nmu)")

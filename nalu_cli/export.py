@@ -1,8 +1,9 @@
 """Writing models out: SavedModel (with its task spec), .keras, TFLite, ONNX; loading SavedModels back.
 
 A nalu SavedModel has one `serving_default` signature taking float32 `x` of
-shape [None, input_size] and returning `y` of shape [None, 1]; it loads with
-plain `tf.saved_model.load`, no nalu import needed.
+shape [None, input_size] (a recurrent model: [None, None, input_size], sequences of
+any length) and returning `y` of shape [None, 1]; it loads with plain
+`tf.saved_model.load`, no nalu import needed.
 """
 
 from __future__ import annotations
@@ -42,18 +43,23 @@ def make_meta(task_spec: dict, model_config: dict, **extra) -> dict:
     }
 
 
+def input_shape(task: dict) -> list:
+    """The serving input's shape for a task spec (as a dict): [None, n], or [None, None, n] for sequences."""
+    size = int(task["input_size"])
+    return [None, None, size] if task.get("kind", "static") == "recurrent" else [None, size]
+
+
 def write_saved_model(model, meta: dict, path: Path) -> None:
     """Atomically write `model` as a SavedModel with a stable `serving_default` signature."""
     import keras
     import tensorflow as tf
 
-    input_size = int(meta["task"]["input_size"])
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
         name="serving_default",
         fn=lambda x: {OUTPUT_NAME: model(x, training=False)},
-        input_signature=[tf.TensorSpec([None, input_size], tf.float32, name=INPUT_NAME)],
+        input_signature=[tf.TensorSpec(input_shape(meta["task"]), tf.float32, name=INPUT_NAME)],
     )
     with atomic_path(path) as tmp:
         archive.write_out(str(tmp), verbose=False)
@@ -88,16 +94,20 @@ class SavedModelPredictor:
             raise NaluError(f"cannot load SavedModel {path}: {first_line}") from None
         spec = self._signature.structured_input_signature[1][INPUT_NAME]
         self.input_size = int(spec.shape[-1])
+        self.recurrent = spec.shape.rank == 3
 
-    def __call__(self, x: np.ndarray, batch_size: int = 100_000) -> np.ndarray:
+    def __call__(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         import tensorflow as tf
 
         x = np.asarray(x, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != self.input_size:
-            raise NaluError(f"model expects inputs of shape [N, {self.input_size}], got {list(x.shape)}")
+        expected = "[N, T, {}] (sequences)" if self.recurrent else "[N, {}]"
+        if x.ndim != (3 if self.recurrent else 2) or x.shape[-1] != self.input_size or (self.recurrent and x.shape[1] < 1):
+            raise NaluError(f"model expects inputs of shape {expected.format(self.input_size)}, got {list(x.shape)}")
         if not np.all(np.isfinite(x)):
-            row = int(np.flatnonzero(~np.all(np.isfinite(x), axis=1))[0])
+            row = int(np.flatnonzero(~np.all(np.isfinite(x.reshape(len(x), -1)), axis=1))[0])
             raise NaluError(f"inputs must be finite numbers; row {row} holds NaN or inf")
+        # About 10^7 numbers a call: long sequences go through in smaller batches.
+        batch_size = batch_size or max(1, 10_000_000 // max(1, int(np.prod(x.shape[1:]))))
         outputs = [
             self._signature(**{INPUT_NAME: tf.constant(x[i : i + batch_size])})[OUTPUT_NAME].numpy()
             for i in range(0, len(x), batch_size)
@@ -229,7 +239,7 @@ def _write_onnx(out: Path, meta: dict) -> Path:
     def serve(x):
         return signature(**{INPUT_NAME: x})
 
-    spec = (tf.TensorSpec([None, int(meta["task"]["input_size"])], tf.float32, name=INPUT_NAME),)
+    spec = (tf.TensorSpec(input_shape(meta["task"]), tf.float32, name=INPUT_NAME),)
     model_proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=17)
     path = out / "model.onnx"
     with atomic_path(path) as tmp:

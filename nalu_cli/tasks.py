@@ -1,10 +1,18 @@
-"""The static arithmetic task: x ~ U(range)^n, a and b sums of two overlapping slices, y = op(a, b).
+"""The arithmetic tasks: a and b sums of two overlapping slices of the input, y = op(a, b).
 
-Protocol of Trask et al. (2018, section 4.1) as made precise by Madsen & Johansen
-(2020): slices of subset_ratio * n elements overlapping by overlap_ratio, placed
-at an offset drawn once per seed. Training batches are drawn inside the compiled
-training step (`sample_batch_tf`); the validation (interpolation) and test
-(extrapolation) sets are fixed samples, each from its own seed (`sample_numpy`).
+Static (Trask et al. 2018, section 4.1, as made precise by Madsen & Johansen 2020):
+x ~ U(range)^n; slices of subset_ratio * n elements overlapping by overlap_ratio, placed
+at an offset drawn once per seed.
+
+Recurrent (Trask's Table 1, right half; stable-nalu's simple_function_recurrent at e088f71):
+x is a sequence of T steps of n numbers; a = sum_t sum(x_t[A]), b likewise, y = op(a, b)
+given once after the last step; the slices' sizes (1-5) and overlap (1-2) are drawn per
+seed. Training and validation sequences have `length` steps, the test (extrapolation)
+sequences `extrapolation_length`.
+
+Training batches are drawn inside the compiled training step (`sample_batch_tf`); the
+validation (interpolation) and test (extrapolation) sets are fixed samples, each from its
+own seed (`sample_numpy`). Arrays are [N, n] (static) or [N, T, n] (recurrent).
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from nalu_cli import ops
-from nalu_cli.config import TaskConfig
+from nalu_cli.config import RECURRENT_OVERLAPS, RECURRENT_SUBSET_SIZES, TaskConfig
 
 # Stream identifiers: every split draws from its own seed, forked from the run seed.
 (
@@ -25,6 +33,9 @@ from nalu_cli.config import TaskConfig
 ) = range(8)
 SUCCESS_EPSILON = 1e-5
 THRESHOLD_SAMPLES = 1_000_000
+# The recurrent threshold is simulated from this many input numbers (samples x length x input_size),
+# in float64: 2,000 sequences at the default extrapolation length.
+THRESHOLD_NUMBERS_RECURRENT = 20_000_000
 
 
 @dataclass(frozen=True)
@@ -39,10 +50,27 @@ class TaskSpec:
     seed: int
     validation_size: int = 10_000
     test_size: int = 10_000
+    kind: str = "static"
+    length: int | None = None  # recurrent: steps of a training / validation sequence
+    extrapolation_length: int | None = None  # recurrent: steps of a test sequence
+
+    @property
+    def recurrent(self) -> bool:
+        return self.kind == "recurrent"
+
+    def shape(self, length: int | None = None) -> tuple:
+        """One sample's shape: (n,) or (T, n), T the training length unless given."""
+        return (length or self.length, self.input_size) if self.recurrent else (self.input_size,)
 
     @classmethod
     def from_config(cls, task: TaskConfig, seed: int) -> "TaskSpec":
-        subsets = task.subsets or place_subsets(task.input_size, task.subset_ratio, task.overlap_ratio, seed)
+        recurrent = task.kind == "recurrent"
+        if task.subsets:
+            subsets = task.subsets
+        elif recurrent:
+            subsets = draw_recurrent_subsets(task.input_size, seed)
+        else:
+            subsets = place_subsets(task.input_size, task.subset_ratio, task.overlap_ratio, seed)
         return cls(
             op=task.op,
             input_size=task.input_size,
@@ -52,6 +80,9 @@ class TaskSpec:
             seed=seed,
             validation_size=task.validation_size,
             test_size=task.test_size,
+            kind=task.kind,
+            length=task.length if recurrent else None,
+            extrapolation_length=task.extrapolation_length if recurrent else None,
         )
 
     @classmethod
@@ -65,6 +96,9 @@ class TaskSpec:
             seed=int(data["seed"]),
             validation_size=int(data.get("validation_size", 10_000)),
             test_size=int(data.get("test_size", 10_000)),
+            kind=data.get("kind", "static"),
+            length=data.get("length"),
+            extrapolation_length=data.get("extrapolation_length"),
         )
 
     def to_dict(self) -> dict:
@@ -74,8 +108,11 @@ class TaskSpec:
         return data
 
     def formula(self) -> str:
-        """The target as text over the slices, e.g. `sum(x[3:28]) * sum(x[16:41])`."""
+        """The target as text over the slices, e.g. `sum(x[3:28]) * sum(x[16:41])`, or over every
+        step of a sequence, `(sum_t sum(x_t[2:5])) * (sum_t sum(x_t[4:7]))`."""
         (a0, a1), (b0, b1) = self.subsets
+        if self.recurrent:
+            return ops.get(self.op).formula(f"(sum_t sum(x_t[{a0}:{a1}]))", f"(sum_t sum(x_t[{b0}:{b1}]))")
         return ops.get(self.op).formula(f"sum(x[{a0}:{a1}])", f"sum(x[{b0}:{b1}])")
 
 
@@ -101,6 +138,20 @@ def place_subsets(input_size: int, subset_ratio: float, overlap_ratio: float, se
     return ((a_start, a_start + subset), (b_start, b_start + subset))
 
 
+def draw_recurrent_subsets(input_size: int, seed: int):
+    """stable-nalu's recurrent slices (e088f71): sizes 1-5, overlap 1-2, b starting where a ends minus the overlap.
+
+    The overlap is at most the smaller size, so the slices always overlap and always fit
+    input_size >= 9 (config.RECURRENT_MIN_INPUT). The draw comes from the seed's placement stream.
+    """
+    rng = fork(seed, PLACEMENT_STREAM)
+    a_size, b_size = (int(rng.integers(RECURRENT_SUBSET_SIZES[0], RECURRENT_SUBSET_SIZES[1] + 1)) for _ in range(2))
+    overlap = int(rng.integers(RECURRENT_OVERLAPS[0], min(RECURRENT_OVERLAPS[1], a_size, b_size) + 1))
+    a_start = int(rng.integers(0, input_size - a_size - b_size + overlap + 1))
+    b_start = a_start + a_size - overlap
+    return ((a_start, a_start + a_size), (b_start, b_start + b_size))
+
+
 def apply_op(op: str, a, b, sqrt=np.sqrt):
     """y = op(a, b); works on numpy arrays and tensors alike (pass the matching sqrt)."""
     return ops.get(op).function(a, b, sqrt)
@@ -118,6 +169,9 @@ def uniform_union_numpy(rng: np.random.Generator, intervals, shape, dtype=np.flo
 
 
 def slice_sums(spec: TaskSpec, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """a and b of every sample: slice sums of x [N, n], or of its steps' total, x [N, T, n]."""
+    if x.ndim == 3:
+        x = x.sum(axis=1)
     (a0, a1), (b0, b1) = spec.subsets
     return x[:, a0:a1].sum(axis=1), x[:, b0:b1].sum(axis=1)
 
@@ -127,27 +181,35 @@ def targets_numpy(spec: TaskSpec, x: np.ndarray) -> np.ndarray:
     return apply_op(spec.op, a, b)[:, None]
 
 
-def sample_numpy(spec: TaskSpec, intervals, size: int, rng: np.random.Generator):
-    """(x float32 [size, n], y float32 [size, 1]); y computed in float64 from the float32 inputs."""
-    x = uniform_union_numpy(rng, intervals, (size, spec.input_size), dtype=np.float32)
-    return x, targets_numpy(spec, x).astype(np.float32)
+def sample_numpy(spec: TaskSpec, intervals, size: int, rng: np.random.Generator, length: int | None = None):
+    """(x float32 [size, n] or [size, T, n], y float32 [size, 1]); y computed in float64 from the float32 inputs.
+
+    Recurrent: T = `length` (default the training length). Long sequences are drawn and summed a
+    block of samples at a time, so a float64 copy of the whole set never exists.
+    """
+    x = uniform_union_numpy(rng, intervals, (size, *spec.shape(length)), dtype=np.float32)
+    block = max(1, 10_000_000 // max(1, int(np.prod(x.shape[1:]))))
+    y = np.concatenate([targets_numpy(spec, x[i : i + block]) for i in range(0, size, block)] or [np.zeros((0, 1))])
+    return x, y.astype(np.float32)
 
 
 def validation_set(spec: TaskSpec):
-    """10,000 fixed interpolation samples: model selection uses these, and only these."""
+    """Fixed interpolation samples (10,000 by default): model selection uses these, and only these."""
     return sample_numpy(spec, spec.interpolation_range, spec.validation_size, fork(spec.seed, VALIDATION_STREAM))
 
 
 def polish_set(spec: TaskSpec, size: int):
     """Fixed interpolation samples for the polish step (training data, not the validation set):
-    (x float32 [size, n], y float64 [size, 1])."""
-    x = uniform_union_numpy(fork(spec.seed, POLISH_STREAM), spec.interpolation_range, (size, spec.input_size), np.float32)
+    (x float32 [size, n] or [size, T, n], y float64 [size, 1])."""
+    x = uniform_union_numpy(fork(spec.seed, POLISH_STREAM), spec.interpolation_range, (size, *spec.shape()), np.float32)
     return x, targets_numpy(spec, x)
 
 
 def test_set(spec: TaskSpec):
-    """10,000 fixed extrapolation samples: reported, never used to choose a model."""
-    return sample_numpy(spec, spec.extrapolation_range, spec.test_size, fork(spec.seed, TEST_STREAM))
+    """Fixed extrapolation samples (10,000; recurrent: 1,000 sequences of extrapolation_length steps):
+    reported, never used to choose a model."""
+    return sample_numpy(spec, spec.extrapolation_range, spec.test_size, fork(spec.seed, TEST_STREAM),
+                        length=spec.extrapolation_length)
 
 
 # Training data: SplitMix64 (Steele, Lea & Flood 2014) read at a counter. Number i of the stream
@@ -205,9 +267,10 @@ def uniform_tf(key, step, shape):
 
 def _batch_from_uniform(spec: TaskSpec, u, where, reduce_sum, sqrt):
     x = _map_to_intervals(spec.interpolation_range, u, where)
+    totals = reduce_sum(x, axis=1) if spec.recurrent else x  # [batch, n]: every step's inputs added up
     (a0, a1), (b0, b1) = spec.subsets
-    a = reduce_sum(x[:, a0:a1], axis=1, keepdims=True)
-    b = reduce_sum(x[:, b0:b1], axis=1, keepdims=True)
+    a = reduce_sum(totals[:, a0:a1], axis=1, keepdims=True)
+    b = reduce_sum(totals[:, b0:b1], axis=1, keepdims=True)
     return x, apply_op(spec.op, a, b, sqrt=sqrt)
 
 
@@ -227,7 +290,7 @@ def sample_batch_tf(spec: TaskSpec, batch_size: int, key: int, step):
     """The training batch number `step` of the stream `key`, drawn in-graph (same key and step, same batch)."""
     import tensorflow as tf
 
-    u = uniform_tf(key, step, (batch_size, spec.input_size))
+    u = uniform_tf(key, step, (batch_size, *spec.shape()))
     return _batch_from_uniform(spec, u, tf.where, tf.reduce_sum, tf.sqrt)
 
 
@@ -241,20 +304,22 @@ def sample_batches_tf(specs: list[TaskSpec], batch_size: int, keys: list[int], s
     import tensorflow as tf
 
     first = specs[0]
-    if any((s.op, s.input_size, s.interpolation_range) != (first.op, first.input_size, first.interpolation_range) for s in specs):
-        raise ValueError("replicas sampled together must share op, input size and range")
-    x = _map_to_intervals(first.interpolation_range, uniform_tf(keys, step, (batch_size, first.input_size)), tf.where)
+    shared = lambda s: (s.op, s.shape(), s.interpolation_range)  # noqa: E731
+    if any(shared(s) != shared(first) for s in specs):
+        raise ValueError("replicas sampled together must share op, input shape and range")
+    x = _map_to_intervals(first.interpolation_range, uniform_tf(keys, step, (batch_size, *first.shape())), tf.where)
+    totals = tf.reduce_sum(x, axis=-2) if first.recurrent else x  # [R, batch, n]
     masks = np.zeros((len(specs), first.input_size, 2), np.float32)  # [R, n, (a, b)]
     for r, spec in enumerate(specs):
         for side, (lo, hi) in enumerate(spec.subsets):
             masks[r, lo:hi, side] = 1.0
-    sums = tf.matmul(x, masks)
+    sums = tf.matmul(totals, masks)
     return x, apply_op(first.op, sums[..., :1], sums[..., 1:], sqrt=tf.sqrt)
 
 
 def sample_batch_numpy(spec: TaskSpec, batch_size: int, key: int, step: int):
     """`sample_batch_tf` in numpy (float32 throughout, as in the graph)."""
-    u = uniform_numpy(key, step, (batch_size, spec.input_size))
+    u = uniform_numpy(key, step, (batch_size, *spec.shape()))
     return _batch_from_uniform(spec, u, np.where, np.sum, np.sqrt)
 
 
@@ -262,12 +327,17 @@ def _spec_key(spec: TaskSpec) -> str:
     return json.dumps(spec.to_dict(), sort_keys=True)
 
 
-def success_threshold(spec: TaskSpec, intervals=None, samples: int = THRESHOLD_SAMPLES) -> float:
+def success_threshold(spec: TaskSpec, intervals=None, samples: int = THRESHOLD_SAMPLES, length: int | None = None) -> float:
     """Madsen & Johansen's success threshold for this task.
 
     The MSE, on the extrapolation range, of a near-perfect solution: first-layer
     weights 1 - eps on the correct slice entries and eps everywhere else
     (eps = 1e-5), followed by an exact second layer. Simulated in float64.
+
+    Recurrent: the same carried over to the cell, at `length` steps (default the
+    extrapolation length): every cell weight that is 1 in the exact solution (the slice
+    entries and the recurrence h_{t-1} -> h_t) at 1 - eps, every other one (the other
+    inputs, the cross terms of the recurrence) at eps, initial state 0, exact output layer.
 
     The inputs are i.i.d., so the threshold depends on the slices' lengths and overlap,
     not on where a seed placed them: it is simulated once per task (op, sizes, ranges)
@@ -276,9 +346,13 @@ def success_threshold(spec: TaskSpec, intervals=None, samples: int = THRESHOLD_S
     ranges = spec.extrapolation_range if intervals is None else tuple(tuple(i) for i in intervals)
     (a0, a1), (b0, b1) = spec.subsets
     shift = min(a0, b0)
+    length = (length or spec.extrapolation_length) if spec.recurrent else None
+    if spec.recurrent:
+        samples = max(1_000, min(samples, THRESHOLD_NUMBERS_RECURRENT // (length * spec.input_size)))
     canonical = TaskSpec(
         op=spec.op, input_size=spec.input_size, subsets=((a0 - shift, a1 - shift), (b0 - shift, b1 - shift)),
         interpolation_range=(), extrapolation_range=(), seed=0, validation_size=0, test_size=0,
+        kind=spec.kind, length=length, extrapolation_length=length,
     )
     return _threshold_cached(_spec_key(canonical), ranges, samples)
 
@@ -287,17 +361,40 @@ def success_threshold(spec: TaskSpec, intervals=None, samples: int = THRESHOLD_S
 def _threshold_cached(spec_key: str, intervals, samples: int) -> float:
     spec = TaskSpec.from_dict(json.loads(spec_key))
     rng = fork(spec.seed, THRESHOLD_STREAM)
-    eps = SUCCESS_EPSILON
-    total, done, chunk = 0.0, 0, 100_000
+    per_sample = int(np.prod(spec.shape()))
+    total, done, chunk = 0.0, 0, max(1, 10_000_000 // per_sample)
     while done < samples:
         n = min(chunk, samples - done)
-        x = uniform_union_numpy(rng, intervals, (n, spec.input_size))
+        x = uniform_union_numpy(rng, intervals, (n, *spec.shape()))
         a, b = slice_sums(spec, x)
-        everything = x.sum(axis=1)
-        # Weights 1 - eps on the slice and eps elsewhere: (1 - eps) * a + eps * (sum(x) - a).
-        a_near = (1 - eps) * a + eps * (everything - a)
-        b_near = (1 - eps) * b + eps * (everything - b)
+        a_near, b_near = (_near_recurrent if spec.recurrent else _near_static)(spec, x, a, b)
         error = apply_op(spec.op, a_near, b_near) - apply_op(spec.op, a, b)
         total += float(np.sum(error * error))
         done += n
     return total / samples
+
+
+def _near_static(spec: TaskSpec, x, a, b):
+    """Weights 1 - eps on the slice and eps elsewhere: (1 - eps) * a + eps * (sum(x) - a)."""
+    eps, everything = SUCCESS_EPSILON, x.sum(axis=1)
+    return (1 - eps) * a + eps * (everything - a), (1 - eps) * b + eps * (everything - b)
+
+
+def _near_recurrent(spec: TaskSpec, x, a, b):
+    """h_t = W_x x_t + W_h h_{t-1}, h_0 = 0, with W_x's slice entries 1 - eps and the rest eps, and
+    W_h = [[1 - eps, eps], [eps, 1 - eps]]; returns h_T.
+
+    W_h has eigenvalues 1 (on h_1 + h_2) and lam = 1 - 2 eps (on h_1 - h_2), so with u_t = W_x x_t:
+    h_T = 1/2 [sum_t p_t + sum_t lam^(T-t) q_t,  sum_t p_t - sum_t lam^(T-t) q_t],
+    p_t = u_1t + u_2t, q_t = u_1t - u_2t.
+    """
+    eps = SUCCESS_EPSILON
+    (a0, a1), (b0, b1) = spec.subsets
+    steps_total = x.sum(axis=2)  # [N, T]
+    a_t, b_t = x[:, :, a0:a1].sum(axis=2), x[:, :, b0:b1].sum(axis=2)
+    u1 = (1 - eps) * a_t + eps * (steps_total - a_t)
+    u2 = (1 - eps) * b_t + eps * (steps_total - b_t)
+    length = x.shape[1]
+    decay = (1 - 2 * eps) ** np.arange(length - 1, -1, -1, dtype=np.float64)  # lam^(T-t), t = 1..T
+    p, q = (u1 + u2).sum(axis=1), ((u1 - u2) * decay).sum(axis=1)
+    return (p + q) / 2, (p - q) / 2

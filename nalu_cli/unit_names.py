@@ -17,4 +17,7 @@ UNIT_CLASSES: dict[str, str] = {
     "linear": "Linear",
     "relu": "ReLUMLP",
     "gated": "Gated",
+    # Recurrent cells only (task.kind recurrent): Keras's own, as baselines.
+    "lstm": "LSTMCell",
+    "gru": "GRUCell",
 }

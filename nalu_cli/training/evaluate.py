@@ -32,10 +32,14 @@ def make_evaluator(forward, layers, specs: list, snap: bool):
     `forward(params, x)` is the model's pure forward pass; `specs` the replicas' tasks.
     """
     single = len(specs) == 1
+    groups, per_group = shared_layout(specs)
     sets = {}
     for name, make in SPLITS:
-        pairs = [make(spec) for spec in specs]
-        sets[name] = (tf.constant(np.stack([x for x, _ in pairs])), tf.constant(np.stack([y for _, y in pairs])))
+        pairs = [make(spec) for spec in specs[::per_group]]  # one copy per distinct task
+        x, y = np.stack([x for x, _ in pairs]), np.stack([y for _, y in pairs])
+        if per_group > 1:  # [U, 1, N, ...]: broadcast over the K replicas that share it
+            x, y = x[:, None], y[:, None]
+        sets[name] = (tf.constant(x), tf.constant(y))
 
     def errors_of(params):
         errors = {}
@@ -43,7 +47,7 @@ def make_evaluator(forward, layers, specs: list, snap: bool):
             if single:
                 params_, x, y = tf.nest.map_structure(lambda t: t[0], params), x[0], y[0]
             else:
-                params_ = params
+                params_ = tf.nest.map_structure(lambda t: tf.reshape(t, [groups, per_group, *t.shape[1:]]), params)
             mse = tf.reduce_mean(tf.square(forward(params_, x) - y), axis=(-2, -1))
             errors[name] = tf.reshape(mse, [-1])
         return errors
@@ -69,6 +73,19 @@ def make_evaluator(forward, layers, specs: list, snap: bool):
         ]
 
     return evaluate
+
+
+def shared_layout(specs: list) -> tuple[int, int]:
+    """(U, K) when the specs are U runs of K equal specs (a seed's restarts side by side), else (R, 1).
+
+    Replicas of one task share its validation and test sets: stored once, broadcast over the
+    K replicas (a recurrent test set is 40 MB; 8 seeds x 6 restarts would hold 48 copies).
+    """
+    first = next((k for k in range(1, len(specs)) if specs[k] != specs[0]), len(specs))
+    runs = [specs[i : i + first] for i in range(0, len(specs), first)]
+    if len(specs) % first == 0 and all(run[0] == s for run in runs for s in run):
+        return len(runs), first
+    return len(specs), 1
 
 
 def to_numpy(params) -> list[dict]:

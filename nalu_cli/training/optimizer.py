@@ -81,7 +81,7 @@ def update(grads, state: AdamState, params, step_size) -> tuple[list, AdamState]
                 g = g - common
                 out_mc[name], out_vc[name], direction = moments(mc_l[name], vc_l[name], common)
             out_m[name], out_v[name], rest = moments(m_l[name], v_l[name], g)
-            out_p[name] = p - per_replica(step_size, p) * (rest + direction)
+            out_p[name] = p - per_replica(tf.cast(step_size, p.dtype), p) * (rest + direction)
     params, m, v, mc, vc = ([layer[k] for layer in new] for k in range(5))
     return params, AdamState(m, v, mc, vc)
 

@@ -89,6 +89,6 @@ def make_polish(forward, layers, like: list, specs: list, iterations: int):
 
         initial = (tf.constant(0), theta, tf.fill([replicas], tf.constant(1e-3, tf.float64)), mse(theta))
         _, theta, _, _ = tf.while_loop(lambda i, *_: i < iterations, body, initial, parallel_iterations=1)
-        return tf.nest.map_structure(lambda t: tf.cast(t, tf.float32), unflatten(theta))
+        return tf.nest.map_structure(lambda t, old: tf.cast(t, old.dtype), unflatten(theta), params)
 
     return polish

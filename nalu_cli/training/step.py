@@ -67,7 +67,8 @@ def make_chunk(forward, layers, replicas, training: TrainingConfig):
         penalty = 0.0
         for layer, layer_params, schedule in zip(layers, params, schedules):
             if schedule[0]:
-                penalty += regularizer_lambda(schedule, step) * layer.regularizer(**layer_params)
+                # in float32 whatever the layer computes in (recurrent models: float64)
+                penalty += regularizer_lambda(schedule, step) * tf.cast(layer.regularizer(**layer_params), tf.float32)
         return per_replica, per_replica + penalty
 
     # plain graph code (no Python control flow to convert), compiled whole by XLA; see README "Speed".

@@ -34,11 +34,12 @@ class ReplicaTrainer:
     def __init__(self, model_config: ModelConfig, training: TrainingConfig, replicas: list[Replica]):
         if not replicas:
             raise ValueError("need at least one replica")
-        sizes = {r.spec.input_size for r in replicas}
-        if len(sizes) != 1:
-            raise ValueError(f"replicas must share one input size, got {sorted(sizes)}")
-        self.replicas, self.training, self.input_size = list(replicas), training, sizes.pop()
-        models = [build_model(model_config, self.input_size, seed=r.init_seed) for r in replicas]
+        shapes = {(r.spec.kind, r.spec.input_size) for r in replicas}
+        if len(shapes) != 1:
+            raise ValueError(f"replicas must share one task kind and input size, got {sorted(shapes)}")
+        (kind, self.input_size), = shapes
+        self.replicas, self.training = list(replicas), training
+        models = [build_model(model_config, self.input_size, seed=r.init_seed, kind=kind) for r in replicas]
         self.model = models[0]  # the template whose layers' pure functions run every replica
         self.layers = unit_layers(self.model)
         params = tf.nest.map_structure(lambda *leaves: tf.constant(np.stack(leaves)), *[get_params(m) for m in models])

@@ -15,13 +15,18 @@ from nalu_cli.units.nau import NAU
 from nalu_cli.units.nmru import NMRU
 from nalu_cli.units.nmu import NMU
 from nalu_cli.units.realnpu import RealNPU
+from nalu_cli.units.recurrent import ArithmeticCell, GRUCell, LSTMCell, RecurrentUnit
 from nalu_cli.units.relu import ReLUMLP
 
 # The registry: nalu_cli.unit_names names each unit's class (TF-free, for config validation).
 UNIT_LAYERS: dict[str, type[ArithmeticUnit]] = {name: globals()[cls] for name, cls in UNIT_CLASSES.items()}
 
 __all__ = [
+    "ArithmeticCell",
     "ArithmeticUnit",
+    "GRUCell",
+    "LSTMCell",
+    "RecurrentUnit",
     "Gated",
     "INALU",
     "Linear",

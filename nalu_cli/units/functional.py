@@ -156,3 +156,54 @@ def gated(x, w_add, w_pow, g_pow, mix, epsilon=1.1920929e-07):
     """
     mix = ops.expand_dims(ops.clip(mix, 0.0, 1.0), -2)  # [..., 1, out]: broadcast over the batch
     return mix * nau(x, w_add) + (1.0 - mix) * real_npu(x, w_pow, g_pow, epsilon=epsilon)
+
+
+# -- recurrent cells ------------------------------------------------------------------------------
+# A step maps (x_t [..., batch, in], states) to new states; the cell's output is its first state.
+
+
+def broadcast_like(x, like):
+    """`x` broadcast to `like`'s leading axes (replica axes of the weights, say), keeping its last axis."""
+    return x + ops.zeros_like(like[..., :1])
+
+
+def initial_state(value, x):
+    """A learned initial state `value` [..., units] for every sequence of x [..., batch, T, in]: [..., batch, units]."""
+    return ops.expand_dims(value, -2) + ops.zeros_like(x[..., 0, :1])
+
+
+def recurrence(step, states: list, x, unroll_max: int = 64):
+    """Run `step(x_t, states) -> states` over the time axis of x [..., batch, T, in]; the last first state.
+
+    Short sequences of a static length are unrolled (the training graph: XLA fuses the steps);
+    longer or unknown ones run in a loop.
+    """
+    length = x.shape[-2]
+    if length is not None and length <= unroll_max:
+        for t in range(length):
+            states = step(x[..., t, :], states)
+        return states[0]
+    states = ops.fori_loop(0, ops.shape(x)[-2], lambda t, s: step(ops.take(x, t, axis=-2), s), states)
+    return states[0]
+
+
+def lstm_step(x_t, h, c, kernel, recurrent_kernel, bias):
+    """keras.layers.LSTMCell's step (tanh, sigmoid gates i, f, c, o), with leading replica axes: (h, c)."""
+    z = ops.matmul(x_t, kernel) + ops.matmul(h, recurrent_kernel) + ops.expand_dims(bias, -2)
+    z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)
+    c = ops.sigmoid(z_f) * c + ops.sigmoid(z_i) * ops.tanh(z_c)
+    return ops.sigmoid(z_o) * ops.tanh(c), c
+
+
+def gru_step(x_t, h, kernel, recurrent_kernel, bias):
+    """keras.layers.GRUCell's step (reset_after=True, the Keras default), with leading replica axes: h.
+
+    bias [..., 2, 3 units]: the input bias, then the recurrent bias.
+    """
+    matrix_x = ops.matmul(x_t, kernel) + ops.expand_dims(bias[..., 0, :], -2)
+    matrix_h = ops.matmul(h, recurrent_kernel) + ops.expand_dims(bias[..., 1, :], -2)
+    x_z, x_r, x_h = ops.split(matrix_x, 3, axis=-1)
+    h_z, h_r, h_h = ops.split(matrix_h, 3, axis=-1)
+    z = ops.sigmoid(x_z + h_z)
+    r = ops.sigmoid(x_r + h_r)
+    return z * h + (1.0 - z) * ops.tanh(x_h + r * h_h)
