@@ -105,6 +105,9 @@ class TaskSpec:
         data = asdict(self)
         for key in ("subsets", "interpolation_range", "extrapolation_range"):
             data[key] = [list(v) for v in data[key]]
+        if not self.recurrent:  # a static spec reads as it did before there were two kinds
+            for key in ("kind", "length", "extrapolation_length"):
+                del data[key]
         return data
 
     def formula(self) -> str:

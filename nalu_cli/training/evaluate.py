@@ -46,8 +46,10 @@ def make_evaluator(forward, layers, specs: list, snap: bool):
         for name, (x, y) in sets.items():
             if single:
                 params_, x, y = tf.nest.map_structure(lambda t: t[0], params), x[0], y[0]
-            else:
+            elif per_group > 1:
                 params_ = tf.nest.map_structure(lambda t: tf.reshape(t, [groups, per_group, *t.shape[1:]]), params)
+            else:
+                params_ = params
             mse = tf.reduce_mean(tf.square(forward(params_, x) - y), axis=(-2, -1))
             errors[name] = tf.reshape(mse, [-1])
         return errors
