@@ -47,7 +47,8 @@ def _model_from_saved_model(source: ModelSource, spec: tasks.TaskSpec):
     from nalu_cli.model import build_model
 
     try:
-        model_config = from_dict({"model": source.meta["model"]}).model
+        # The task's kind only: a cell-only unit (lstm) is valid on the recurrent task alone.
+        model_config = from_dict({"model": source.meta["model"], "task": {"kind": spec.kind}}).model
     except (KeyError, TypeError):
         raise NaluError(f"SavedModel {source.saved_model} carries no model config in its task spec") from None
     try:

@@ -112,7 +112,7 @@ def _read_cell(layer, paths: list, gates, initial: np.ndarray, input_size: int) 
         if kind != "sum":
             problems.append(f"h_t[{j}] is a product, not a sum")
         elif not np.array_equal(np.asarray(column[input_size:]), identity[:, j]):
-            reads = ", ".join(f"{w:g}" for w in column[input_size:])
+            reads = ", ".join(f"{w + 0.0:g}" for w in column[input_size:])  # + 0.0: no "-0"
             problems.append(f"h_t[{j}] reads h_{{t-1}} by [{reads}], not by the identity")
         if start != 0:
             problems.append(f"h_0[{j}] = {start:g}, not 0")
@@ -128,7 +128,7 @@ def _read_cell(layer, paths: list, gates, initial: np.ndarray, input_size: int) 
         )
     why = None
     if problems:
-        why = f"{layer.name} ({unit_name(layer)}) is no exact accumulator ({'; '.join(problems)}): no closed form"
+        why = f"{layer.name} ({unit_name(layer)}) is no exact accumulator ({'; '.join(problems)}): the recurrence has no closed form"
         terms = [Term(f"h_T[{j}]", ("opaque", f"h_T[{j}]")) for j in range(units)]
     else:
         terms = closed
