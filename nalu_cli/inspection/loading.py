@@ -44,7 +44,7 @@ def _model_from_saved_model(source: ModelSource, spec: tasks.TaskSpec):
     import tensorflow as tf
 
     from nalu_cli.config import from_dict
-    from nalu_cli.model import build_model
+    from nalu_cli.model import build_model, unit_layers
 
     try:
         # The task's kind only: a cell-only unit (lstm) is valid on the recurrent task alone.
@@ -57,7 +57,7 @@ def _model_from_saved_model(source: ModelSource, spec: tasks.TaskSpec):
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise NaluError(f"cannot load SavedModel {source.saved_model}: {first_line}") from None
     model = build_model(model_config, spec.input_size, seed=0, kind=spec.kind)
-    roots = {layer.name for layer in model.layers}
+    roots = {layer.name for layer in unit_layers(model)}
     saved: dict = {}
     for variable in loaded.variables:
         saved.setdefault(_weight_key(variable.name, roots), []).append(variable)
@@ -75,11 +75,14 @@ def _model_from_saved_model(source: ModelSource, spec: tasks.TaskSpec):
 
 
 def _weight_key(name: str, roots: set[str]) -> str:
-    """A variable's path below the model, from its first component that names one of the model's layers:
-    'nau_nmu_model/layer_1/w:0' (SavedModel) and 'nau_nmu_model/layer_1/w' (Keras) -> 'layer_1/w';
-    a recurrent model's cell variables keep their nesting, 'recurrence/layer_1/unit/w',
-    'recurrence/layer_1/initial_state'. The model's own name is not part of the key: a model
-    renamed on loading (Keras adds '_1') still matches."""
+    """A variable's path from its unit layer (`roots`: the unit layers' names) down.
+
+    What comes before the unit layer depends on how the model was made: a SavedModel of a built
+    model says 'nau_nmu_model/layer_1/w:0' and 'nau_nmu_model/recurrence/layer_1/unit/w:0', one
+    of a model loaded from model.keras 'layer_1/w:0' and 'layer_1/unit/w:0'. All key as
+    'layer_1/w', 'layer_1/unit/w', 'layer_1/initial_state': a cell's nested variables keep their
+    nesting, so the inner unit's weights and the cell's own never collide.
+    """
     parts = name.split(":")[0].split("/")
     first = next((i for i, part in enumerate(parts) if part in roots), max(0, len(parts) - 2))
     return "/".join(parts[first:])
