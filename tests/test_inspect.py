@@ -423,7 +423,8 @@ def test_a_nearly_exact_recurrent_model_snaps_exact_at_ten_thousand_steps(tmp_pa
     path = run_dir(tmp_path, "mul", ["nau", "nmu"], params, kind="recurrent")
     report = inspection.inspect(path)
     assert report["matches"] is True  # read at the rounded weights
-    assert ("layer_1", "initial_state[0]", 0.0) in [(r["layer"], r["weight"], r["exact"]) for r in report["deviating_weights"]]
+    rows = [(row["layer"], row["weight"], row["exact"]) for row in report["deviating_weights"]]
+    assert ("layer_1", "initial_state[0]", 0.0) in rows
     out = tmp_path / "snapped"
     result = inspection.snap(path, out)
     assert result["accepted"] and result["saved"] and result["matches"]

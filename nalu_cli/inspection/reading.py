@@ -128,7 +128,10 @@ def _read_cell(layer, paths: list, gates, initial: np.ndarray, input_size: int) 
         )
     why = None
     if problems:
-        why = f"{layer.name} ({unit_name(layer)}) is no exact accumulator ({'; '.join(problems)}): the recurrence has no closed form"
+        why = (
+            f"{layer.name} ({unit_name(layer)}) is no exact accumulator ({'; '.join(problems)}): "
+            "the recurrence has no closed form"
+        )
         terms = [Term(f"h_T[{j}]", ("opaque", f"h_T[{j}]")) for j in range(units)]
     else:
         terms = closed
