@@ -7,6 +7,7 @@ import pytest
 
 from nalu_cli import config, export, inspection, tasks
 from nalu_cli.errors import NaluError
+from nalu_cli.inspection.loading import _weight_key, load
 from nalu_cli.model import build_model, set_params
 from nalu_cli.rundir import CONFIG_FILE, KERAS_FILE, METRICS_FILE, SAVED_MODEL_DIR, atomic_write_text
 from tests.conftest import invoke
@@ -24,6 +25,21 @@ def column(*values):
 
 def hidden(*forms):
     return {"w": np.stack(forms, axis=1).astype(np.float32)}
+
+
+# The recurrent task: x_t of 10 numbers, a = sum_t sum(x_t[2:5]), b = sum_t sum(x_t[4:7]).
+RECURRENT_SLICES = ((2, 5), (4, 7))
+RECURRENT_INPUT = 10
+
+
+def cell(*slices, recurrence=None, initial=None):
+    """An NAU cell's weights: W = [[slice masks], [recurrence (default the identity: an accumulator)]]."""
+    units = len(slices)
+    w = np.zeros((RECURRENT_INPUT + units, units))
+    for j, (lo, hi) in enumerate(slices):
+        w[lo:hi, j] = 1
+    w[RECURRENT_INPUT:] = np.eye(units) if recurrence is None else recurrence
+    return {"w": w, "initial_state": np.zeros(units) if initial is None else np.asarray(initial, np.float64)}
 
 
 # op, layers, layer parameters, the expression `nalu inspect` prints
@@ -50,25 +66,26 @@ SOLVED = {
 }
 
 
-def make_model(op, layers, params):
-    cfg = config.resolve({"task": {"op": op, "subsets": [list(A_SLICE), list(B_SLICE)]}, "model": {"layers": layers}})
+def make_model(op, layers, params, kind="static"):
+    slices = [list(A_SLICE), list(B_SLICE)] if kind == "static" else [list(s) for s in RECURRENT_SLICES]
+    cfg = config.resolve({"task": {"op": op, "kind": kind, "subsets": slices}, "model": {"layers": layers}})
     spec = tasks.TaskSpec.from_config(cfg.task, seed=0)
-    model = build_model(cfg.model, spec.input_size, seed=0)
+    model = build_model(cfg.model, spec.input_size, seed=0, kind=kind)
     set_params(model, params)
     return cfg, spec, model
 
 
-def saved_model(tmp_path, op, layers, params, name="model"):
+def saved_model(tmp_path, op, layers, params, name="model", kind="static"):
     """A bare SavedModel carrying its task spec, as `nalu export` writes."""
-    cfg, spec, model = make_model(op, layers, params)
+    cfg, spec, model = make_model(op, layers, params, kind)
     path = tmp_path / name
     export.write_saved_model(model, export.make_meta(spec.to_dict(), cfg.to_dict()["model"]), path)
     return path
 
 
-def run_dir(tmp_path, op, layers, params, name="run"):
+def run_dir(tmp_path, op, layers, params, name="run", kind="static"):
     """A run directory as `nalu train` writes it (config, metrics, model.keras, saved_model/)."""
-    cfg, spec, model = make_model(op, layers, params)
+    cfg, spec, model = make_model(op, layers, params, kind)
     path = tmp_path / name
     path.mkdir()
     atomic_write_text(path / CONFIG_FILE, config.dump_yaml(cfg))
@@ -320,3 +337,164 @@ def test_inalu_gates_are_listed_and_snap_but_its_capped_product_is_not_exact_far
     # Its product path is exp(min(log|x| W, omega = 20)): capped at 4.9e8, far below a*b at 10^6x.
     assert result["far"]["exact"] is False and result["far"]["relative_error_after"] > 0.9
     assert inspection.inspect(tmp_path / "snapped")["deviating_weights"] == []
+
+
+# -- recurrent models -------------------------------------------------------------------------------
+
+
+def strict_json(text):
+    return json.loads(text, parse_constant=lambda name: pytest.fail(f"non-JSON constant {name}"))
+
+
+RECURRENT_SOLVED = {
+    "mul": (["nau", "nmu"], "y = (sum_t sum(x_t[2:5])) * (sum_t sum(x_t[4:7]))"),
+    "add": (["nau", "nau"], "y = (sum_t sum(x_t[2:5])) + (sum_t sum(x_t[4:7]))"),
+}
+
+
+@pytest.mark.parametrize("op", list(RECURRENT_SOLVED))
+def test_an_exact_accumulator_reads_as_sums_over_the_steps(tmp_path, op):
+    layers, expression = RECURRENT_SOLVED[op]
+    params = [cell(*RECURRENT_SLICES), {"w": np.ones((2, 1))}]
+    report = inspection.inspect(run_dir(tmp_path, op, layers, params, kind="recurrent"))
+    assert report["expression"] == expression == report["true_expression"]
+    assert report["matches"] is True and report["unreadable"] is None
+    first = report["layers"][0]
+    assert first["recurrent"] is True and first["accumulates"] is True
+    assert [o["step"] for o in first["outputs"]] == [
+        "h_t[0] = sum(x_t[2:5]) + h_{t-1}[0]",
+        "h_t[1] = sum(x_t[4:7]) + h_{t-1}[1]",
+    ]
+    assert [o["expression"] for o in first["outputs"]] == ["sum_t sum(x_t[2:5])", "sum_t sum(x_t[4:7])"]
+    assert [o["initial_state"] for o in first["outputs"]] == [0.0, 0.0]
+    assert report["deviating_weights"] == [] and report["snappable"] is True
+    assert report["weights_total"] == 24 + 2 + 2  # W, the initial state, the output layer
+
+
+def test_a_recurrent_reading_is_over_the_steps_totals_not_the_static_inputs(tmp_path):
+    params = [cell(*RECURRENT_SLICES), {"w": np.ones((2, 1))}]
+    _, recurrent_spec, _ = make_model("mul", ["nau", "nmu"], params, kind="recurrent")
+    static_spec = tasks.TaskSpec(**{**recurrent_spec.to_dict(), "kind": "static", "length": None,
+                                    "extrapolation_length": None})
+    assert inspection.true_canon(recurrent_spec) != inspection.true_canon(static_spec)
+    wrong = [cell((2, 5), (5, 8)), {"w": np.ones((2, 1))}]
+    report = inspection.inspect(saved_model(tmp_path, "mul", ["nau", "nmu"], wrong, kind="recurrent"))
+    assert report["expression"] == "y = (sum_t sum(x_t[2:5])) * (sum_t sum(x_t[5:8]))"
+    assert report["matches"] is False
+
+
+def test_a_split_accumulator_simplifies_to_one_sum_over_the_steps(tmp_path):
+    # a + b, with x_t[4] (in both slices) counted by both hidden units.
+    report = inspection.inspect(
+        saved_model(tmp_path, "add", ["nau", "nau"], [cell((2, 5), (4, 7)), {"w": np.ones((2, 1))}], kind="recurrent")
+    )
+    assert report["matches"] is True
+    assert report["simplified"] == "y = sum_t (sum(x_t[2:4]) + 2*x_t[4] + sum(x_t[5:7]))"
+
+
+def test_a_recurrence_that_does_not_accumulate_has_no_closed_form(tmp_path):
+    params = [cell(*RECURRENT_SLICES, recurrence=[[1, 1], [0, 1]], initial=[0, 2]), {"w": np.ones((2, 1))}]
+    path = saved_model(tmp_path, "mul", ["nau", "nmu"], params, kind="recurrent")
+    report = inspection.inspect(path)
+    assert report["expression"] is None and report["simplified"] is None and report["matches"] is False
+    assert report["unreadable"] == (
+        "layer_1 (nau) is no exact accumulator (h_t[1] reads h_{t-1} by [1, 1], not by the identity; "
+        "h_0[1] = 2, not 0): the recurrence has no closed form"
+    )
+    first, second = report["layers"]
+    assert first["accumulates"] is False
+    assert [o["step"] for o in first["outputs"]] == [
+        "h_t[0] = sum(x_t[2:5]) + h_{t-1}[0]",
+        "h_t[1] = sum(x_t[4:7]) + sum(h_{t-1}[0:2])",
+    ]
+    assert [o["initial_state"] for o in first["outputs"]] == [0.0, 2.0]
+    assert [o["expression"] for o in first["outputs"]] == [None, None]
+    assert second["outputs"][0]["expression"] == "h_T[0] * h_T[1]"
+    text = invoke("inspect", path)
+    assert text.exit_code == 0, text.stderr
+    assert "h_t[1] = sum(x_t[4:7]) + sum(h_{t-1}[0:2]), h_0[1] = 2" in text.stdout
+    assert "          y = h_T[0] * h_T[1]" in text.stdout
+    assert f"learned:  {report['unreadable']}" in text.stdout and "matches:  no" in text.stdout
+    assert strict_json(invoke("inspect", path, "--json").stdout)["unreadable"] == report["unreadable"]
+
+
+def test_a_nearly_exact_recurrent_model_snaps_exact_at_ten_thousand_steps(tmp_path):
+    params = perturbed([cell(*RECURRENT_SLICES), {"w": np.ones((2, 1))}])  # initial state 0.01 too
+    path = run_dir(tmp_path, "mul", ["nau", "nmu"], params, kind="recurrent")
+    report = inspection.inspect(path)
+    assert report["matches"] is True  # read at the rounded weights
+    rows = [(row["layer"], row["weight"], row["exact"]) for row in report["deviating_weights"]]
+    assert ("layer_1", "initial_state[0]", 0.0) in rows
+    out = tmp_path / "snapped"
+    result = inspection.snap(path, out)
+    assert result["accepted"] and result["saved"] and result["matches"]
+    assert result["interpolation_mse_after"] < result["interpolation_mse_before"]
+    far = result["far"]
+    assert far["length"] == inspection.FAR_LENGTH == 10_000 and far["factor"] == 1.0
+    assert far["samples"] == inspection.FAR_SEQUENCES and far["range"] == [[1.0, 2.0]]
+    assert far["relative_error_after"] <= inspection.FLOAT_PRECISION < far["relative_error_before"]
+    assert far["exact"] is True
+    # model.keras loads back with plain Keras once nalu's units are registered, and computes the task.
+    import keras
+
+    import nalu_cli.units  # noqa: F401
+
+    keras_model = keras.saving.load_model(str(out / KERAS_FILE), compile=False)
+    spec = tasks.TaskSpec.from_dict(json.loads((out / "assets.extra" / "nalu.json").read_text())["task"])
+    x, y = tasks.validation_set(spec)
+    np.testing.assert_allclose(np.asarray(keras_model(x)), y, rtol=1e-6)
+    np.testing.assert_allclose(export.SavedModelPredictor(out)(x), y, rtol=1e-6)
+    # The snapped SavedModel (no run directory around it) reads back exactly.
+    again = inspection.inspect(out)
+    assert again["expression"] == RECURRENT_SOLVED["mul"][1] and again["matches"] is True
+    assert again["deviating_weights"] == [] and again["sparsity_error"] == 0.0
+
+
+def test_cli_prints_a_recurrent_reading_and_its_far_check_at_a_length(tmp_path):
+    params = [cell(*RECURRENT_SLICES), {"w": np.ones((2, 1))}]
+    path = saved_model(tmp_path, "mul", ["nau", "nmu"], params, kind="recurrent")
+    text = invoke("inspect", path, "--snap", "--out", tmp_path / "snapped")
+    assert text.exit_code == 0, text.stderr
+    assert f"model:    nau-nmu, recurrent ({path})" in text.stdout
+    assert "h_t[0] = sum(x_t[2:5]) + h_{t-1}[0], h_0[0] = 0" in text.stdout
+    assert "h_T[1] = sum_t sum(x_t[4:7])" in text.stdout
+    assert f"learned:  {RECURRENT_SOLVED['mul'][1]}" in text.stdout and "matches:  yes" in text.stdout
+    assert "relative error at T = 10,000 steps on the extrapolation range, U[1, 2]:" in text.stdout
+    assert "(at float precision)" in text.stdout
+    report = strict_json(invoke("inspect", path, "--json").stdout)
+    assert report["expression"] == RECURRENT_SOLVED["mul"][1] and report["matches"] is True
+    assert report["layers"][0]["outputs"][1]["expression"] == "sum_t sum(x_t[4:7])"
+
+
+def test_a_bare_recurrent_saved_model_is_rebuilt_from_its_nested_cell_variables(tmp_path):
+    params = [cell(*RECURRENT_SLICES, initial=[0.25, -0.25]), {"w": np.ones((2, 1))}]
+    path = saved_model(tmp_path, "mul", ["nau", "nmu"], params, kind="recurrent")
+    loaded = load(path)
+    np.testing.assert_array_equal(loaded.params[0]["w"], params[0]["w"])
+    np.testing.assert_array_equal(loaded.params[0]["initial_state"], [0.25, -0.25])
+    roots = {"layer_1", "layer_2"}
+    assert sorted(_weight_key(w.path, roots) for w in loaded.model.weights) == [
+        "layer_1/initial_state", "layer_1/unit/w", "layer_2/w"
+    ]
+    # A model loaded from model.keras names its variables without the model and the RNN layer.
+    assert _weight_key("layer_1/unit/w:0", roots) == _weight_key("nau_nmu_model/recurrence/layer_1/unit/w:0", roots)
+    report = inspection.inspect(path)
+    assert report["expression"] == RECURRENT_SOLVED["mul"][1] and report["matches"] is True  # h_0 rounds to 0
+    assert [(row["weight"], row["value"], row["exact"]) for row in report["deviating_weights"]] == [
+        ("initial_state[0]", 0.25, 0.0),
+        ("initial_state[1]", -0.25, 0.0),
+    ]
+
+
+@pytest.mark.parametrize("unit", ["lstm", "gru"])
+def test_lstm_and_gru_cells_have_no_exact_reading(tmp_path, unit):
+    cfg, spec, model = make_model("mul", [unit, "nmu"], [], kind="recurrent")
+    path = tmp_path / unit
+    export.write_saved_model(model, export.make_meta(spec.to_dict(), cfg.to_dict()["model"]), path)
+    report = inspection.inspect(path)
+    assert report["expression"] is None and report["matches"] is False
+    assert report["unreadable"] == f"layer_1 ({unit}) has no exact reading"
+    assert report["snappable"] is False and report["cannot_snap"].startswith(f"layer_1 ({unit}): ")
+    with pytest.raises(NaluError, match=rf"^cannot snap layer_1 \({unit}\): "):
+        inspection.snap(path, tmp_path / "snapped")
+    assert strict_json(invoke("inspect", path, "--json").stdout)["unreadable"] == report["unreadable"]

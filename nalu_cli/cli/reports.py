@@ -138,14 +138,28 @@ def inspect(
 
 def _print_inspection(report: dict, shown: int = 10):
     units = report["model"]["units"]
-    print(f"model:    {units[0] if units[0] == units[1] else '-'.join(units)} ({report['path']})")
+    recurrent = report["task"].get("kind") == "recurrent"
+    kind = ", recurrent" if recurrent else ""
+    print(f"model:    {units[0] if units[0] == units[1] else '-'.join(units)}{kind} ({report['path']})")
+    gate_text = lambda output: (  # noqa: E731
+        f"  (gate {output['gate']:.3g}: {output['path']} path)" if output["gate"] is not None else ""
+    )
     for layer in report["layers"][:-1]:
+        if layer.get("recurrent"):  # the cell's step, then the last state's closed form if it has one
+            for j, output in enumerate(layer["outputs"]):
+                start = format_number(output["initial_state"])
+                print(f"          {output['step']}, h_0[{j}] = {start}{gate_text(output)}")
+            for j, output in enumerate(layer["outputs"]):
+                if output["expression"] is not None:
+                    print(f"          h_T[{j}] = {output['expression']}")
+            continue
         for j, output in enumerate(layer["outputs"]):
-            gate = f"  (gate {output['gate']:.3g}: {output['path']} path)" if output["gate"] is not None else ""
-            print(f"          {layer['name']}[{j}] = {output['expression']}{gate}")
+            print(f"          {layer['name']}[{j}] = {output['expression']}{gate_text(output)}")
     final = report["layers"][-1]["outputs"][0] if report["layers"] else None
     if final is not None and final["gate"] is not None:
         print(f"          output gate {final['gate']:.3g}: {final['path']} path")
+    if final is not None and report["unreadable"] and recurrent and len(report["layers"]) == len(units):
+        print(f"          y = {final['expression']}")  # over the last state h_T, which has no closed form
     print(f"learned:  {report['expression'] or report['unreadable']}")
     if report["simplified"] and report["simplified"] != report["expression"]:
         print(f"          {report['simplified'].replace('y =', '=', 1)}")
@@ -154,9 +168,10 @@ def _print_inspection(report: dict, shown: int = 10):
     print(f"sparsity error: {format_number(report['sparsity_error'])} (max over weights of min(|W|, |1 - |W||))")
     deviating = report["deviating_weights"]
     print(f"weights off their exact values by more than {report['tolerance']:g}: {len(deviating)} of {report['weights_total']}")
+    width = max([12, *(len(row["weight"]) for row in deviating[:shown])])  # "initial_state[0]" is longer
     for row in deviating[:shown]:
         value, exact = format_number(row["value"], digits=6), format_number(row["exact"])
-        print(f"  {row['layer']} {row['weight']:<12} {value:>12} -> {exact}")
+        print(f"  {row['layer']} {row['weight']:<{width}} {value:>12} -> {exact}")
     if len(deviating) > shown:
         print(f"  ... and {len(deviating) - shown} more (--json lists them all)")
     if not report["snappable"]:
@@ -171,10 +186,14 @@ def _print_inspection(report: dict, shown: int = 10):
         f"{format_number(result['interpolation_mse_after'])} ({kept})"
     )
     precision = "at float precision" if far["exact"] else f"above float precision ({far['float_precision']:g})"
-    exponent = round(math.log10(far["factor"]))
-    factor = f"10^{exponent}" if 10.0**exponent == far["factor"] else f"{far['factor']:g}"
+    if far.get("length") is not None:
+        where = f"T = {far['length']:,} steps on the extrapolation range"
+    else:
+        exponent = round(math.log10(far["factor"]))
+        factor = f"10^{exponent}" if 10.0**exponent == far["factor"] else f"{far['factor']:g}"
+        where = f"{factor}x the extrapolation range"
     print(
-        f"          relative error at {factor}x the extrapolation range, {format_range(far['range'])}: "
+        f"          relative error at {where}, {format_range(far['range'])}: "
         f"{format_number(far['relative_error_before'])} -> {format_number(far['relative_error_after'])} ({precision})"
     )
     if result["saved"]:

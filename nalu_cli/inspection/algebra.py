@@ -1,9 +1,13 @@
 """The learned expression as text and as algebra, and the task's formula in the same algebra.
 
 A term's `canon` is what it computes, in a form where equal maths compare equal:
-  ("linear", ((i, c), ...))              sum_i c x_i, nonzero c, sorted by i
+  ("linear", ((v, c), ...))              sum_v c v, nonzero c, sorted by v
   ("product", sign, ((form, p), ...))    sign * prod form^p over linear forms, merged, sorted
   ("opaque", text)                       anything else (equal to no task formula)
+A variable v is an input: x[i] of a static model is the key i; the recurrent task's
+sum_t x_t[i], the total of input i over every step, is ("sum_t", i). A recurrent cell's
+step reads ("x_t", i) and ("h_{t-1}", k). A reading's keys are all of one kind: ints,
+or tuples (which sort among themselves).
 Pure Python: no numpy, no TensorFlow.
 """
 
@@ -17,14 +21,18 @@ from nalu_cli import ops
 if TYPE_CHECKING:
     from nalu_cli.tasks import TaskSpec
 
+SUM_T = "sum_t"  # the tag of a variable summed over every step of a sequence
+
 
 @dataclass(frozen=True)
 class Term:
     text: str
     canon: tuple
     compound: bool = False  # the text needs parentheses inside a product or a power
-    index: int | None = None  # set for the input x[i] itself
+    index: int | None = None  # set for the variable base[i] itself
     negation_of: str | None = None  # text is "-" + this single piece: a sum can fold the sign in
+    base: str = "x"  # the variable an indexed term reads ("x", "x_t", "h_{t-1}"): its slices
+    binder: bool = False  # the text starts with "sum_t", which reaches to the end: parenthesised next to others
 
 
 def _linear(coefficients: dict) -> tuple:
@@ -51,10 +59,11 @@ def _product(sign: float, factors: list) -> tuple:
 
 
 def true_canon(spec: TaskSpec) -> tuple:
-    """The task's formula in the same algebraic form as a reading."""
+    """The task's formula in the same algebraic form as a reading (over sum_t x_t[i] for the recurrent task)."""
     (a0, a1), (b0, b1) = spec.subsets
-    a = {i: 1.0 for i in range(a0, a1)}
-    b = {i: 1.0 for i in range(b0, b1)}
+    key = (lambda i: (SUM_T, i)) if spec.recurrent else (lambda i: i)
+    a = {key(i): 1.0 for i in range(a0, a1)}
+    b = {key(i): 1.0 for i in range(b0, b1)}
     op = ops.get(spec.op)
     if op.sum_sign is not None:
         total = dict(a)
@@ -65,37 +74,70 @@ def true_canon(spec: TaskSpec) -> tuple:
     return _product(1.0, factors)
 
 
-def input_terms(input_size: int) -> list[Term]:
-    return [Term(f"x[{i}]", ("linear", ((i, 1.0),)), index=i) for i in range(input_size)]
+def input_terms(input_size: int, base: str = "x") -> list[Term]:
+    """The inputs x[i] of a static model (keys i), or base[i] of a recurrent cell's step (keys (base, i))."""
+    return [variable_term(i if base == "x" else (base, i)) for i in range(input_size)]
 
 
-def _runs(weighted: list[tuple[float, Term]]) -> list[tuple[float, str, bool, int | None, int | None]]:
-    """(weight, text, compound, first, last) pieces: consecutive inputs x[first..last] with one weight
-    become one slice; other terms with equal text merge (their weights add)."""
-    pieces: list[list] = []  # [weight, text, compound, first index, last index]
+def variable_term(key) -> Term:
+    """The term of one variable key: i is x[i], (base, i) is base[i]; (SUM_T, i) is sum_t x_t[i]."""
+    if isinstance(key, int):
+        return Term(f"x[{key}]", ("linear", ((key, 1.0),)), index=key)
+    base, i = key
+    if base == SUM_T:
+        return accumulated(variable_term(("x_t", i)))
+    return Term(f"{base}[{i}]", ("linear", ((key, 1.0),)), index=i, base=base)
+
+
+def accumulated(term: Term) -> Term:
+    """sum_t of a linear term over the step's input x_t: a linear term over the totals sum_t x_t[i]."""
+    if term.canon[0] != "linear" or any(not isinstance(k, tuple) or k[0] != "x_t" for k, _ in term.canon[1]):
+        raise ValueError(f"only a linear form in x_t accumulates, got {term.text}")
+    canon = _linear({(SUM_T, i): c for (_, i), c in term.canon[1]})
+    if not canon[1]:
+        return Term("0", canon)
+    return Term(f"{SUM_T} ({term.text})" if term.compound else f"{SUM_T} {term.text}", canon, True, binder=True)
+
+
+@dataclass
+class _Piece:
+    weight: float
+    text: str
+    compound: bool
+    first: int | None
+    last: int | None
+    base: str
+    binder: bool
+
+
+def _runs(weighted: list[tuple[float, Term]]) -> list[_Piece]:
+    """Pieces: consecutive variables base[first..last] with one weight become one slice; other terms
+    with equal text merge (their weights add)."""
+    pieces: list[_Piece] = []
     for weight, term in weighted:
         last = pieces[-1] if pieces else None
         if (
             term.index is not None
             and last is not None
-            and last[3] is not None
-            and last[0] == weight
-            and last[4] == term.index - 1
+            and last.first is not None
+            and last.base == term.base
+            and last.weight == weight
+            and last.last == term.index - 1
         ):
-            last[4] = term.index
+            last.last = term.index
             continue
-        same = next((p for p in pieces if p[3] is None and p[1] == term.text), None)
+        same = next((p for p in pieces if p.first is None and p.text == term.text), None)
         if same is not None:
-            same[0] += weight
+            same.weight += weight
             continue
-        pieces.append([weight, term.text, term.compound, term.index, term.index])
-    return [(weight, text, compound, first, last) for weight, text, compound, first, last in pieces]
+        pieces.append(_Piece(weight, term.text, term.compound, term.index, term.index, term.base, term.binder))
+    return pieces
 
 
-def _slice_text(kind: str, text: str, first: int | None, last: int | None) -> tuple[str, bool]:
-    if first is None or first == last:
-        return text, False
-    return f"{'sum' if kind == 'sum' else 'prod'}(x[{first}:{last + 1}])", False
+def _slice_text(kind: str, piece: _Piece) -> tuple[str, bool]:
+    if piece.first is None or piece.first == piece.last:
+        return piece.text, piece.compound
+    return f"{'sum' if kind == 'sum' else 'prod'}({piece.base}[{piece.first}:{piece.last + 1}])", False
 
 
 def _number(value: float) -> str:
@@ -114,14 +156,14 @@ def sum_term(weighted: list[tuple[float, Term]]) -> Term:
         canon = None
     # w * (-t) reads better as -w * t inside a sum.
     unfolded = [(-w, Term(t.negation_of, t.canon)) if t.negation_of else (w, t) for w, t in used]
+    pieces = [piece for piece in _runs(unfolded) if piece.weight != 0]
     parts = []
-    for weight, text, compound, first, last in _runs(unfolded):
-        if weight == 0:
-            continue
-        if first is not None:
-            text, compound = _slice_text("sum", text, first, last)
+    for piece in pieces:
+        weight = piece.weight
+        text, compound = _slice_text("sum", piece)
         magnitude = abs(weight)
-        body = f"({text})" if compound and (weight < 0 or magnitude != 1) else text
+        parenthesised = compound and (weight < 0 or magnitude != 1 or (piece.binder and len(pieces) > 1))
+        body = f"({text})" if parenthesised else text
         if magnitude != 1:
             body = f"{_number(magnitude)}*{body}"
         if not parts:
@@ -147,12 +189,11 @@ def product_term(weighted: list[tuple[float, Term]]) -> Term:
         else:
             opaque = True
     numerator, denominator = [], []
-    for power, text, compound, first, last in _runs(used):
-        if power == 0:
+    for piece in _runs(used):
+        if piece.weight == 0:
             continue
-        if first is not None:
-            text, compound = _slice_text("product", text, first, last)
-        (numerator if power > 0 else denominator).append(_power_text(text, compound, abs(power)))
+        text, compound = _slice_text("product", piece)
+        (numerator if piece.weight > 0 else denominator).append(_power_text(text, compound, abs(piece.weight)))
     text = " * ".join(numerator) or "1"
     if denominator:
         below = denominator[0] if len(denominator) == 1 else f"({' * '.join(denominator)})"
@@ -168,17 +209,19 @@ def _power_text(text: str, compound: bool, power: float) -> str:
     return base if power == 1 else f"{base}^{_number(power)}"
 
 
-def _linear_term(form: tuple, input_size: int) -> Term:
-    inputs = input_terms(input_size)
-    return sum_term([(c, inputs[i]) for i, c in form])
+def _linear_term(form: tuple) -> Term:
+    """A linear form as one sum; over the totals sum_t x_t[i], as sum_t of one sum over x_t."""
+    if form and all(isinstance(key, tuple) and key[0] == SUM_T for key, _ in form):
+        return accumulated(sum_term([(c, variable_term(("x_t", i))) for (_, i), c in form]))
+    return sum_term([(c, variable_term(key)) for key, c in form])
 
 
-def canon_text(canon: tuple, input_size: int) -> str | None:
+def canon_text(canon: tuple, input_size: int | None = None) -> str | None:
     """The simplest text of what a reading computes (merged slices and factors); None if opaque."""
     if canon[0] == "linear":
-        return f"y = {_linear_term(canon[1], input_size).text}"
+        return f"y = {_linear_term(canon[1]).text}"
     if canon[0] == "product":
         _, sign, factors = canon
-        text = product_term([(power, _linear_term(form, input_size)) for form, power in factors]).text
+        text = product_term([(power, _linear_term(form)) for form, power in factors]).text
         return f"y = {text}" if sign > 0 else f"y = -({text})"
     return None

@@ -11,7 +11,7 @@ from nalu_cli.errors import NaluError
 from nalu_cli.evaluation import finite_or_none
 from nalu_cli.inspection.algebra import canon_text, true_canon
 from nalu_cli.inspection.loading import Loaded, load, unit_name
-from nalu_cli.inspection.reading import deviations, read, snap_layer
+from nalu_cli.inspection.reading import deviations, read, snap_layer, weights_checked
 
 # Weights further than this from their exact value are listed as deviating.
 DEVIATION_TOLERANCE = 1e-4
@@ -56,9 +56,7 @@ def _inspect(loaded: Loaded, path: Path, tolerance: float) -> dict:
         "sparsity_error": finite_or_none(sparsity),
         "tolerance": tolerance,
         "deviating_weights": deviating,
-        "weights_total": int(
-            sum(np.size(w) for layer, p in zip(loaded.layers, loaded.params) for w in layer.discrete_weights(**p))
-        ),
+        "weights_total": sum(weights_checked(layer, p) for layer, p in zip(loaded.layers, loaded.params)),
         "snappable": cannot_snap is None,
         "cannot_snap": cannot_snap,
     }

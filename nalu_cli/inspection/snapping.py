@@ -18,6 +18,10 @@ from nalu_cli.rundir import KERAS_FILE, check_output, discard_backup, prepare_ou
 # A snapped model is checked on the extrapolation range scaled by this factor.
 FAR_FACTOR = 1e6
 FAR_SAMPLES = 10_000
+# A snapped recurrent model is checked on sequences this long (10x the default extrapolation
+# length), on the extrapolation range: an exact accumulator in float64 stays exact there.
+FAR_LENGTH = 10_000
+FAR_SEQUENCES = 128
 # Relative error a float32 model reaches by rounding alone (sums of ~100 terms, one product).
 FLOAT_PRECISION = 1e-5
 # Snapping may raise the interpolation MSE by float noise only: relative slack, plus the
@@ -31,8 +35,9 @@ def snap(path: Path, out: Path, overwrite: bool = False) -> dict:
     only if the interpolation validation error does not grow.
 
     The report's `far` block gives the relative error sqrt(MSE / mean(y^2)) before and after,
-    on the extrapolation range scaled by FAR_FACTOR: a correctly snapped model is exact there
-    up to float precision.
+    on the extrapolation range scaled by FAR_FACTOR (a recurrent model: on FAR_SEQUENCES
+    sequences of FAR_LENGTH steps over the extrapolation range): a correctly snapped model is
+    exact there up to float precision.
     """
     out = Path(out)
     check_output(out, overwrite, kind="SavedModel")  # before any work, so a refusal is immediate
@@ -69,6 +74,7 @@ def judge(loaded: Loaded, snapped: list[dict]) -> dict:
         accepted = after <= before * (1 + MSE_RELATIVE_SLACK) + noise
     else:
         accepted = math.isfinite(after)
+    recurrent = loaded.spec.recurrent
     far_range, far_x, far_y = _far_sample(loaded.spec)
     far_before = relative_error(mse(_predict(loaded, loaded.params, far_x), far_y), far_y)
     far_after = relative_error(mse(_predict(loaded, snapped, far_x), far_y), far_y)
@@ -79,7 +85,9 @@ def judge(loaded: Loaded, snapped: list[dict]) -> dict:
         "interpolation_mse_after": finite_or_none(after),
         "accepted": bool(accepted),
         "far": {
-            "factor": FAR_FACTOR,
+            "factor": 1.0 if recurrent else FAR_FACTOR,  # the extrapolation range scaled by this
+            "length": FAR_LENGTH if recurrent else None,  # steps of a sequence; None: static inputs
+            "samples": len(far_x),
             "range": far_range,
             "relative_error_before": far_before,
             "relative_error_after": far_after,
@@ -106,9 +114,16 @@ def save_snapped(loaded: Loaded, snapped: list[dict], path: Path, out: Path, ove
 
 
 def _far_sample(spec: tasks.TaskSpec):
-    """Inputs FAR_FACTOR times beyond the extrapolation range; float64 targets from the float32 inputs."""
-    intervals = [[lo * FAR_FACTOR, hi * FAR_FACTOR] for lo, hi in spec.extrapolation_range]
+    """Inputs FAR_FACTOR times beyond the extrapolation range (recurrent: FAR_SEQUENCES sequences of
+    FAR_LENGTH steps on the extrapolation range); float64 targets from the float32 inputs."""
     rng = tasks.fork(spec.seed, tasks.TEST_STREAM)
+    if spec.recurrent:
+        intervals = [[lo, hi] for lo, hi in spec.extrapolation_range]
+        x = tasks.uniform_union_numpy(rng, intervals, (FAR_SEQUENCES, *spec.shape(FAR_LENGTH)), dtype=np.float32)
+        block = 16  # sequences whose float64 copy is summed at once
+        y = np.concatenate([tasks.targets_numpy(spec, x[i : i + block]) for i in range(0, len(x), block)])
+        return intervals, x, y
+    intervals = [[lo * FAR_FACTOR, hi * FAR_FACTOR] for lo, hi in spec.extrapolation_range]
     x = tasks.uniform_union_numpy(rng, intervals, (FAR_SAMPLES, spec.input_size), dtype=np.float32)
     return intervals, x, tasks.targets_numpy(spec, x)
 
@@ -116,4 +131,10 @@ def _far_sample(spec: tasks.TaskSpec):
 def _predict(loaded: Loaded, params: list[dict], x: np.ndarray) -> np.ndarray:
     from nalu_cli.model import forward
 
-    return np.asarray(forward(loaded.model, params, x))
+    if not loaded.spec.recurrent:
+        return np.asarray(forward(loaded.model, params, x))
+    import tensorflow as tf
+
+    # A compiled graph: eagerly, a loop over 10,000 steps runs each step's ops from Python (minutes).
+    graph = tf.function(lambda x: forward(loaded.model, params, x))
+    return np.asarray(graph(tf.constant(x)))
