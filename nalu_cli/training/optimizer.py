@@ -54,7 +54,7 @@ def step_size(learning_rate, step):
     return learning_rate * tf.sqrt(1.0 - BETA_2**t) / (1.0 - BETA_1**t)
 
 
-def update(grads, state: AdamState, params, step_size) -> tuple[list, AdamState]:
+def update(grads, state: AdamState, params, step_size, rows: list | None = None) -> tuple[list, AdamState]:
     """One Adam step (Keras form); for the weights in `state.mc`, split-adam. Returns (params, state).
 
     Split-adam: a weight matrix's gradient G is split into its mean over the input axis,
@@ -64,6 +64,9 @@ def update(grads, state: AdamState, params, step_size) -> tuple[list, AdamState]
     plain Adam divides the informative rest by that term's size, so the differences that
     tell the inputs apart move at a tiny fraction of the learning rate. Split, each part
     moves at the learning rate. `step_size` is a scalar or one value per replica.
+
+    `rows` (one int or None per layer) limits the split to a layer's first rows: a recurrent
+    cell's weights read [x_t, h_{t-1}], and only the x_t rows share the inputs' mean.
     """
 
     def moments(m_, v_, g):
@@ -77,9 +80,13 @@ def update(grads, state: AdamState, params, step_size) -> tuple[list, AdamState]
         for name, p in p_l.items():
             g, direction = g_l[name], 0.0
             if name in mc_l:
-                common = tf.reduce_mean(g, axis=-2, keepdims=True)
-                g = g - common
+                split = rows[layer] if rows and rows[layer] is not None else g.shape[-2]
+                common = tf.reduce_mean(g[..., :split, :], axis=-2, keepdims=True)
+                # 1 on the split rows, 0 on the rest: they keep their own gradient and take no common step
+                mask = tf.constant([[1.0]] * split + [[0.0]] * (g.shape[-2] - split), g.dtype)
+                g = g - mask * common
                 out_mc[name], out_vc[name], direction = moments(mc_l[name], vc_l[name], common)
+                direction = mask * direction
             out_m[name], out_v[name], rest = moments(m_l[name], v_l[name], g)
             out_p[name] = p - per_replica(tf.cast(step_size, p.dtype), p) * (rest + direction)
     params, m, v, mc, vc = ([layer[k] for layer in new] for k in range(5))

@@ -51,6 +51,7 @@ def make_chunk(forward, layers, replicas, training: TrainingConfig):
     """
     lr, batch = training.learning_rate, training.batch_size
     schedules = layer_schedules(layers, training)
+    split_rows = [getattr(layer, "split_rows", None) for layer in layers]  # a cell: its x_t rows
     # One replica runs without the replica axis: TF's batched matmul (and its gradient) costs
     # 3-4x a plain matmul for these tiny matrices on CPU (measured: 6.3k vs 25.6k steps/s).
     single = len(replicas) == 1
@@ -84,7 +85,9 @@ def make_chunk(forward, layers, replicas, training: TrainingConfig):
                 mse, loss = loss_fn(state.params, x, y, step)
                 total = tf.reduce_sum(loss)  # replicas are independent: d total / d params_r = d loss_r
             grads = tape.gradient(total, state.params)
-            params, moments = optimizer.update(grads, state.optimizer, state.params, optimizer.step_size(replica_lr, step))
+            params, moments = optimizer.update(
+                grads, state.optimizer, state.params, optimizer.step_size(replica_lr, step), split_rows
+            )
             params = [layer.clip(**p) for layer, p in zip(layers, params)]
             return i + 1, TrainState(params, moments), loss_sum + mse
 

@@ -15,10 +15,16 @@ learnable initial state (initialised to 0), as in stable-nalu's recurrent networ
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from nalu_cli.units import functional
 from nalu_cli.units.base import ArithmeticUnit
+
+
+# Units whose weight matrix is a plain sum path, y = [x_t, h_{t-1}] W, and its name: as a cell, the
+# h_{t-1} rows start at the identity.
+IDENTITY_UNITS = {"nau": "w", "linear": "kernel"}
 
 
 class RecurrentUnit(ArithmeticUnit):
@@ -90,6 +96,17 @@ class ArithmeticCell(RecurrentUnit):
     def build(self, input_shape):
         self.unit.build((*input_shape[:-1], input_shape[-1] + self.units))
         self.add_initial_states()
+        self.split_rows = input_shape[-1]  # the unit's first rows read x_t, the rest h_{t-1} (split-adam)
+        # An identity recurrence (Le, Jaitly & Hinton 2015, "IRNN"): a sum unit starts as an exact
+        # accumulator h_t = h_{t-1} + x_t W_x and learns what to accumulate. From a random recurrence,
+        # the decay of old steps and the scale of new ones trade off at the training length (their
+        # effects differ only through the inputs' variance), and NAU cells settled on decaying
+        # recurrences (2 of seeds 0-3 of a+b solved in 10,000 steps, 6 of 0-7 with the identity).
+        if self.unit_name in IDENTITY_UNITS:
+            weight = getattr(self.unit, IDENTITY_UNITS[self.unit_name])
+            values = ops.convert_to_numpy(weight)
+            values[input_shape[-1]:, :] = np.eye(self.units)
+            weight.assign(values)
 
     def params(self) -> dict:
         return {**self.unit.params(), "initial_state": self.initial_state}
