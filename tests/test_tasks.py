@@ -145,3 +145,112 @@ def test_config_default_task_matches_the_literature():
     task = TaskConfig()
     assert (task.input_size, task.subset_ratio, task.overlap_ratio) == (100, 0.25, 0.5)
     assert (task.interpolation_range, task.extrapolation_range) == ([1.0, 2.0], [2.0, 6.0])
+
+
+# -- the recurrent task ---------------------------------------------------------------------------
+
+
+def recurrent_spec(op="add", seed=0, **task):
+    return spec_for(op, seed, kind="recurrent", **task)
+
+
+@pytest.mark.parametrize("input_size", [9, 10, 20])
+def test_recurrent_slices_have_sizes_1_to_5_overlap_1_to_2_and_fit(input_size):
+    drawn = [tasks.draw_recurrent_subsets(input_size, seed) for seed in range(300)]
+    for (a0, a1), (b0, b1) in drawn:
+        a_size, b_size, overlap = a1 - a0, b1 - b0, a1 - b0
+        assert 1 <= a_size <= 5 and 1 <= b_size <= 5
+        assert 1 <= overlap <= min(2, a_size, b_size)
+        assert 0 <= a0 and b1 <= input_size
+    # the whole published range is drawn (sizes 1 and 5, overlaps 1 and 2), not a corner of it
+    assert {a1 - a0 for (a0, a1), _ in drawn} == {b1 - b0 for _, (b0, b1) in drawn} == {1, 2, 3, 4, 5}
+    assert {a1 - b0 for (_, a1), (b0, _) in drawn} == {1, 2}
+    if input_size == 9:  # sizes 5 and 5 overlapping by 1 fill it exactly
+        assert max(b1 - a0 for (a0, _), (_, b1) in drawn) == 9
+    assert recurrent_spec(seed=7, input_size=input_size).subsets == tasks.draw_recurrent_subsets(input_size, 7)
+
+
+def test_recurrent_batches_in_graph_and_numpy_agree_and_sum_every_step():
+    spec = recurrent_spec("mul", seed=2, length=7)
+    key = tasks.stream_key(2, tasks.TRAIN_STREAM)
+    x_tf, y_tf = tasks.sample_batch_tf(spec, 16, key, tf.constant(3, tf.int64))
+    x_np, y_np = tasks.sample_batch_numpy(spec, 16, key, 3)
+    assert x_np.shape == (16, 7, 10) and y_np.shape == (16, 1)
+    np.testing.assert_array_equal(x_tf.numpy(), x_np)
+    np.testing.assert_allclose(y_tf.numpy(), y_np, rtol=1e-6)
+    (a0, a1), (b0, b1) = spec.subsets
+    x64 = x_np.astype(np.float64)
+    a, b = x64[:, :, a0:a1].sum(axis=(1, 2)), x64[:, :, b0:b1].sum(axis=(1, 2))
+    np.testing.assert_allclose(y_np[:, 0], a * b, rtol=1e-6)
+    assert not np.allclose(y_np[:, 0], x64[:, -1, a0:a1].sum(axis=1) * x64[:, -1, b0:b1].sum(axis=1))
+
+
+def test_recurrent_batches_for_many_streams_match_one_stream_at_a_time():
+    specs = [recurrent_spec("mul", seed=s, length=6) for s in range(3)]
+    assert len({s.subsets for s in specs}) > 1
+    keys = [tasks.stream_key(s, tasks.TRAIN_STREAM) for s in range(3)]
+    x, y = tasks.sample_batches_tf(specs, 16, keys, tf.constant(4, tf.int64))
+    assert x.shape == (3, 16, 6, 10) and y.shape == (3, 16, 1)
+    for spec, key, x_r, y_r in zip(specs, keys, x.numpy(), y.numpy()):
+        x_one, y_one = tasks.sample_batch_numpy(spec, 16, key, 4)
+        np.testing.assert_array_equal(x_r, x_one)
+        np.testing.assert_allclose(y_r, y_one, rtol=1e-5)
+    with pytest.raises(ValueError, match="share op"):  # sequences of another length are another shape
+        shorter = recurrent_spec("mul", seed=1, length=5)
+        tasks.sample_batches_tf([specs[0], shorter], 16, keys[:2], tf.constant(4, tf.int64))
+
+
+def test_recurrent_validation_and_test_sets_have_their_lengths_and_targets():
+    spec = recurrent_spec("sub", seed=1, length=6, extrapolation_length=13, validation_size=20, test_size=7,
+                          interpolation_range=[[-2, -1], [1, 2]])
+    x_val, y_val = tasks.validation_set(spec)
+    x_test, y_test = tasks.test_set(spec)
+    assert (x_val.shape, y_val.shape, x_test.shape, y_test.shape) == ((20, 6, 10), (20, 1), (7, 13, 10), (7, 1))
+    for x, y in ((x_val, y_val), (x_test, y_test)):
+        assert np.all((np.abs(x) >= 1) & (np.abs(x) <= 2))  # the test range is the interpolation range by default
+        np.testing.assert_allclose(y, tasks.targets_numpy(spec, x), rtol=1e-6)
+        (a0, a1), (b0, b1) = spec.subsets
+        x64 = x.astype(np.float64)
+        np.testing.assert_allclose(y[:, 0], x64[:, :, a0:a1].sum(axis=(1, 2)) - x64[:, :, b0:b1].sum(axis=(1, 2)),
+                                   rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(tasks.validation_set(spec)[0], x_val)
+    assert tasks.TaskSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_recurrent_formula_sums_every_step():
+    spec = recurrent_spec("mul", subsets=[[2, 5], [4, 7]])
+    assert spec.formula() == "(sum_t sum(x_t[2:5])) * (sum_t sum(x_t[4:7]))"
+
+
+def test_recurrent_threshold_simulation_is_the_perturbed_cell_run_step_by_step():
+    """The closed form in _near_recurrent against h_t = x_t W_x + h_{t-1} W_h run directly (float64)."""
+    spec = recurrent_spec("mul", seed=3)
+    (a0, a1), (b0, b1) = spec.subsets
+    eps, n = tasks.SUCCESS_EPSILON, spec.input_size
+    x = np.random.default_rng(0).uniform(1, 2, (20, 30, n))
+    a, b = tasks.slice_sums(spec, x)
+    near_a, near_b = tasks._near_recurrent(spec, x, a, b)
+    w_x = np.full((n, 2), eps)
+    w_x[a0:a1, 0] = w_x[b0:b1, 1] = 1 - eps
+    w_h = np.array([[1 - eps, eps], [eps, 1 - eps]])
+    h = np.zeros((len(x), 2))
+    for t in range(x.shape[1]):
+        h = x[:, t] @ w_x + h @ w_h
+    # the deviations from the exact a and b (what the threshold measures), not only the values
+    np.testing.assert_allclose(near_a - a, h[:, 0] - a, rtol=1e-8)
+    np.testing.assert_allclose(near_b - b, h[:, 1] - b, rtol=1e-8)
+
+
+def test_recurrent_threshold_depends_on_slice_sizes_and_overlap_not_on_placement():
+    by_shape = {}
+    for seed in range(60):
+        spec = recurrent_spec("mul", seed=seed, extrapolation_length=20)
+        (a0, a1), (b0, b1) = spec.subsets
+        by_shape.setdefault((a1 - a0, b1 - b0, a1 - b0), []).append(spec)
+    shape, specs = next((k, v) for k, v in by_shape.items() if len({s.subsets for s in v}) > 1)
+    placed = {s.subsets: s for s in specs}
+    first, second = list(placed.values())[:2]
+    threshold = tasks.success_threshold(first, samples=1_000)
+    assert tasks.success_threshold(second, samples=1_000) == threshold
+    other = next(v[0] for k, v in by_shape.items() if k[:2] != shape[:2])
+    assert tasks.success_threshold(other, samples=1_000) != threshold
