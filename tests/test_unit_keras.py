@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from nalu_cli.config import UNITS, ModelConfig
+from nalu_cli.config import CELL_ONLY_UNITS, UNITS, ModelConfig
 from nalu_cli.export import make_meta, write_saved_model
 from nalu_cli.model import build_model
 from nalu_cli.unit_names import UNIT_CLASSES
@@ -63,6 +63,8 @@ HYPERPARAMETERS = {
     "linear": {},
     "relu": {"hidden_units": 8},
     "gated": {"epsilon": 1e-5},
+    "lstm": {},
+    "gru": {},
 }
 
 
@@ -103,7 +105,9 @@ def test_layers_are_registered_under_the_nalu_package(name):
 
 def test_every_configurable_unit_has_a_layer_in_the_same_order():
     assert tuple(UNIT_LAYERS) == UNITS
-    assert UNITS == ("nac", "nalu", "nau", "nmu", "inalu", "realnpu", "nainpu", "nmru", "linear", "relu", "gated")
+    assert UNITS == (
+        "nac", "nalu", "nau", "nmu", "inalu", "realnpu", "nainpu", "nmru", "linear", "relu", "gated", "lstm", "gru"
+    )
 
 
 def test_every_registered_name_resolves_to_the_arithmetic_unit_class_the_table_names():
@@ -130,9 +134,10 @@ FRESH_PROCESS = """
 import json, sys, numpy as np, tensorflow as tf
 x, saved_models, keras_file, out = np.load(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
 outputs = {}
+sequences = np.load(sys.argv[1].replace("x.npy", "sequences.npy"))
 for unit, path in saved_models.items():
     serve = tf.saved_model.load(path).signatures["serving_default"]
-    outputs[unit] = serve(x=tf.constant(x))["y"].numpy()
+    outputs[unit] = serve(x=tf.constant(sequences if unit.startswith("recurrent-") else x))["y"].numpy()
 nalu_cli_imported = any(name.startswith("nalu_cli") for name in sys.modules)
 
 import keras
@@ -140,6 +145,11 @@ import nalu_cli.units  # registers the layers
 outputs["keras_file"] = np.asarray(keras.saving.load_model(keras_file)(x))
 np.savez(out, nalu_cli_imported=nalu_cli_imported, **outputs)
 """
+
+
+STATIC_UNITS = [unit for unit in UNITS if unit not in CELL_ONLY_UNITS]
+# Every kind of cell: a unit as an ArithmeticCell (the default model's NAU, and NALU), Keras's LSTM and GRU.
+RECURRENT_MODELS = ["default", "nalu", "lstm", "gru"]
 
 
 @pytest.fixture(scope="module")
@@ -155,11 +165,20 @@ def fresh_process(tmp_path_factory):
     task = {"op": "mul", "input_size": 10, "subsets": [[0, 3], [2, 5]], "interpolation_range": [[1, 2]],
             "extrapolation_range": [[2, 6]], "seed": 0}
     expected, paths = {}, {}
-    for unit in UNITS:
+    for unit in STATIC_UNITS:
         model = build_model(ModelConfig(unit=unit), input_size=10, seed=1)
         expected[unit] = np.asarray(model(x))
         paths[unit] = str(tmp_path / unit)
         write_saved_model(model, make_meta(task, {"unit": unit}), tmp_path / unit)
+    # Recurrent models take sequences of any length: [N, T, n] (here T = 7).
+    sequences = np.random.default_rng(1).uniform(1, 2, (32, 7, 10)).astype(np.float32)
+    np.save(tmp_path / "sequences.npy", sequences)
+    for unit in RECURRENT_MODELS:
+        model = build_model(ModelConfig(unit=unit), input_size=10, seed=1, kind="recurrent")
+        expected[f"recurrent-{unit}"] = np.asarray(model(sequences))
+        paths[f"recurrent-{unit}"] = str(tmp_path / f"recurrent-{unit}")
+        write_saved_model(model, make_meta({**task, "kind": "recurrent", "length": 10, "extrapolation_length": 1000},
+                                           {"unit": unit}), tmp_path / f"recurrent-{unit}")
     model = build_model(ModelConfig(unit="nalu"), input_size=10, seed=3)
     model.save(tmp_path / "model.keras")
     expected["keras_file"] = np.asarray(model(x))
@@ -176,7 +195,7 @@ def fresh_process(tmp_path_factory):
 def test_every_unit_round_trips_through_a_plain_tensorflow_saved_model(fresh_process):
     loaded, expected = fresh_process
     assert not loaded["nalu_cli_imported"], "nalu_cli was imported"
-    for unit in UNITS:
+    for unit in [*STATIC_UNITS, *(f"recurrent-{unit}" for unit in RECURRENT_MODELS)]:
         np.testing.assert_allclose(loaded[unit], expected[unit], rtol=1e-5, err_msg=unit)
 
 
