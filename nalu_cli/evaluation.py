@@ -48,12 +48,41 @@ def random_baseline_mse(model_config, spec: tasks.TaskSpec, datasets: dict) -> d
     from nalu_cli.model import build_model
 
     seeds = tasks.fork(spec.seed, tasks.BASELINE_STREAM).integers(2**31, size=BASELINE_MODELS)
+    models = [build_model(model_config, spec.input_size, seed=int(seed), kind=spec.kind) for seed in seeds]
+    if spec.recurrent:
+        return _recurrent_baseline(models, datasets)
     errors = {name: [] for name in datasets}
-    for seed in seeds:
-        model = build_model(model_config, spec.input_size, seed=int(seed))
+    for model in models:
         for name, (x, y) in datasets.items():
             errors[name].append(mse(np.asarray(model(x)), y))
     return {name: float(np.median(values)) for name, values in errors.items()}
+
+
+def _recurrent_baseline(models: list, datasets: dict) -> dict:
+    """The recurrent models' median MSE, all of them in one compiled call per dataset.
+
+    Eager Keras runs an RNN step by step from Python: 6 s per model on the 1,000 test sequences
+    of 1,000 steps, a minute for the baseline. The pure forward pass of the stacked weights in one
+    tf.function takes about 0.5 s for all ten (measured on 2 cores).
+    """
+    import tensorflow as tf
+
+    from nalu_cli.model import forward, get_params
+
+    template = models[0]
+    params = tf.nest.map_structure(lambda *leaves: tf.constant(np.stack(leaves)), *[get_params(m) for m in models])
+    run = tf.function(lambda params, x: forward(template, params, x), autograph=False)
+    result = {}
+    for name, (x, y) in datasets.items():
+        x = np.asarray(x, np.float32)
+        block = max(1, 10_000_000 // max(1, int(np.prod(x.shape[1:]))))  # sequences a call
+        squared = np.zeros(len(models))
+        for i in range(0, len(x), block):
+            prediction = run(params, tf.constant(x[i : i + block])).numpy().astype(np.float64)  # [models, N, 1]
+            with np.errstate(over="ignore", invalid="ignore"):
+                squared += np.sum((prediction - y[i : i + block].astype(np.float64)) ** 2, axis=(1, 2))
+        result[name] = float(np.median(squared / max(1, len(x))))
+    return result
 
 
 def normalized_error(model_mse: float, baseline_mse: float) -> float | None:
