@@ -89,6 +89,8 @@ def extrapolate(
     from nalu_cli.evaluation import parse_cli_range, parse_lengths
 
     parsed_lengths = parse_lengths(lengths) if lengths else None  # before any work, so a bad one is one line
+    if samples is not None and samples < 1:
+        raise NaluError(f"--samples must be at least 1, got {samples}")
     parsed = [parse_cli_range(text) for text in ranges] if ranges else None
     if plot is not None:
         from nalu_cli.plots import check_plot_path, require_matplotlib
