@@ -125,3 +125,55 @@ def test_write_model_without_a_keras_path_writes_the_saved_model_only(tmp_path):
     model, meta = small_model_and_meta()
     write_model(model, meta, tmp_path / "out")
     assert (tmp_path / "out" / "saved_model.pb").is_file() and not (tmp_path / "out" / KERAS_FILE).exists()
+
+
+# -- recurrent models: sequences [N, T, n] of any length ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sequences():
+    """Sequences shorter and longer than training's T=10 (and than the cell's unrolled 64 steps)."""
+    rng = np.random.default_rng(1)
+    return {steps: rng.uniform(1, 2, (8, steps, 10)).astype(np.float32) for steps in (3, 10, 100)}
+
+
+@pytest.fixture(scope="module")
+def trainer_predictions(recurrent_run, sequences):
+    """What the trainer's model (the run's model.keras) predicts."""
+    model = load_keras_model(recurrent_run / KERAS_FILE)
+    return {steps: np.asarray(model(x)) for steps, x in sequences.items()}
+
+
+def test_recurrent_saved_model_runs_in_plain_tensorflow_without_nalu(
+    recurrent_exported, sequences, trainer_predictions, tmp_path
+):
+    for steps, x in sequences.items():
+        np.save(tmp_path / "x.npy", x)
+        subprocess.run(
+            [sys.executable, "-c", PLAIN_TF, recurrent_exported, tmp_path / "x.npy", tmp_path / "y.npy"],
+            check=True, capture_output=True, cwd=tmp_path,
+        )
+        np.testing.assert_allclose(np.load(tmp_path / "y.npy"), trainer_predictions[steps], rtol=1e-6)
+
+
+def test_recurrent_saved_model_signature_takes_sequences(recurrent_exported):
+    predictor = SavedModelPredictor(recurrent_exported)
+    assert predictor.recurrent and predictor.input_size == 10
+    meta = json.loads((recurrent_exported / META_FILE).read_text())
+    assert meta["task"]["kind"] == "recurrent" and meta["task"]["extrapolation_length"] == 50
+
+
+def test_recurrent_keras_and_onnx_exports_predict_the_same(recurrent_exported, sequences, trainer_predictions):
+    model = load_keras_model(recurrent_exported / KERAS_FILE)
+    onnxruntime = pytest.importorskip("onnxruntime")
+    session = onnxruntime.InferenceSession(str(recurrent_exported / "model.onnx"))
+    for steps, x in sequences.items():
+        np.testing.assert_array_equal(np.asarray(model(x)), trainer_predictions[steps])
+        (output,) = session.run(None, {"x": x})
+        np.testing.assert_allclose(output, trainer_predictions[steps], rtol=1e-6)
+
+
+def test_recurrent_export_evaluates_like_its_run(recurrent_exported, recurrent_run):
+    from_export = json.loads(invoke("extrapolate", recurrent_exported, "--length", "20", "--samples", "20", "--json").stdout)
+    from_run = json.loads(invoke("extrapolate", recurrent_run, "--length", "20", "--samples", "20", "--json").stdout)
+    assert from_export["task"] == from_run["task"] and from_export["ranges"] == from_run["ranges"]
