@@ -163,7 +163,8 @@ def parse_lengths(texts: list[str]) -> list[int]:
             if value < 1 or not part.lstrip("+").isdigit():
                 raise NaluError(f"--length takes positive integers separated by commas (10,100,1000), got '{text}'")
             if value > MAX_LENGTH:
-                raise NaluError(f"--length {value:,} is longer than {MAX_LENGTH:,} steps, the most nalu extrapolates to")
+                raise NaluError(f"--length {value:,} is longer than {MAX_LENGTH:,} steps, "
+                                "the most nalu extrapolates to")
             lengths.append(value)
     return list(dict.fromkeys(lengths))
 
@@ -202,7 +203,8 @@ def extrapolate(
     for index, intervals in enumerate(ranges):
         entropy = spec.seed + 1_000_003 * (index + 1)
         if not spec.recurrent:
-            x, y = tasks.sample_numpy(spec, intervals, samples or EXTRAPOLATE_SAMPLES, tasks.fork(entropy, tasks.TEST_STREAM))
+            rng = tasks.fork(entropy, tasks.TEST_STREAM)
+            x, y = tasks.sample_numpy(spec, intervals, samples or EXTRAPOLATE_SAMPLES, rng)
             model_mse = mse(predict(x), y)
             threshold = tasks.success_threshold(spec, intervals, samples=100_000)
             rows.append(_row(intervals, None, model_mse, relative_error(model_mse, y), threshold))

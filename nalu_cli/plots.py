@@ -141,7 +141,8 @@ def length_plot(report: dict, path: Path, overwrite: bool = False) -> Path:
             if row["overflow"] or row["relative_error"] is None:
                 axes.axvline(row["length"], color=color, linestyle=":", label=None if overflow_labelled else "overflow")
                 overflow_labelled = True
-    axes.axvline(task["length"], color="tab:green", linewidth=2, alpha=0.5, label=f"training length T={task['length']:,}")
+    axes.axvline(task["length"], color="tab:green", linewidth=2, alpha=0.5,
+                 label=f"training length T={task['length']:,}")
     axes.axhline(FLOAT32_EPS, color="grey", linestyle=":", linewidth=1, label="float32 precision (2^-23)")
     shown.append(FLOAT32_EPS)
     # Whole decades, with room above the largest error (a failed model sits just below 1).

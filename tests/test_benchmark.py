@@ -243,8 +243,8 @@ def test_benchmark_task_recurrent_trains_the_recurrent_task(tmp_path):
     config.write_text("task: {validation_size: 100, test_size: 20, extrapolation_length: 20}\n"
                       "training: {eval_every: 100}\n")
     out = tmp_path / "recurrent"
-    result = invoke("benchmark", "--task", "recurrent", "--ops", "add", "--units", "nau", "--seeds", "2", "--steps", "100",
-                    "--config", config, "--workers", "1", "--protocol", "trask", "--out", out)
+    result = invoke("benchmark", "--task", "recurrent", "--ops", "add", "--units", "nau", "--seeds", "2",
+                    "--steps", "100", "--config", config, "--workers", "1", "--protocol", "trask", "--out", out)
     assert result.exit_code == 0, result.stdout + result.stderr
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert sorted(r["seed"] for r in records) == [0, 1]

@@ -198,7 +198,8 @@ def test_benchmark_task_reaches_every_cell():
     cells = make_cells(["add", "mul"], ["nau", "lstm"], {"task": {"length": 5}}, steps=10, kind="recurrent")
     assert [c.config["task"]["kind"] for c in cells] == ["recurrent"] * 4
     assert all(c.config["task"]["length"] == 5 for c in cells)
-    assert make_cells(["add"], ["nau"], {"task": {"kind": "recurrent"}}, steps=10)[0].config["task"]["kind"] == "recurrent"
+    (from_settings,) = make_cells(["add"], ["nau"], {"task": {"kind": "recurrent"}}, steps=10)
+    assert from_settings.config["task"]["kind"] == "recurrent"
 
 
 def test_recurrent_eval_reports_each_splits_length(recurrent_eval, recurrent_run):

@@ -144,16 +144,26 @@ def trainer_predictions(recurrent_run, sequences):
     return {steps: np.asarray(model(x)) for steps, x in sequences.items()}
 
 
+PLAIN_TF_SEQUENCES = """
+import sys, numpy as np, tensorflow as tf
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+inputs = np.load(sys.argv[2])
+np.savez(sys.argv[3], **{name: serve(x=tf.constant(inputs[name]))["y"].numpy() for name in inputs.files})
+assert not any(name.startswith("nalu_cli") for name in sys.modules), "nalu_cli was imported"
+"""
+
+
 def test_recurrent_saved_model_runs_in_plain_tensorflow_without_nalu(
     recurrent_exported, sequences, trainer_predictions, tmp_path
 ):
-    for steps, x in sequences.items():
-        np.save(tmp_path / "x.npy", x)
-        subprocess.run(
-            [sys.executable, "-c", PLAIN_TF, recurrent_exported, tmp_path / "x.npy", tmp_path / "y.npy"],
-            check=True, capture_output=True, cwd=tmp_path,
-        )
-        np.testing.assert_allclose(np.load(tmp_path / "y.npy"), trainer_predictions[steps], rtol=1e-6)
+    np.savez(tmp_path / "x.npz", **{f"T{steps}": x for steps, x in sequences.items()})
+    subprocess.run(
+        [sys.executable, "-c", PLAIN_TF_SEQUENCES, recurrent_exported, tmp_path / "x.npz", tmp_path / "y.npz"],
+        check=True, capture_output=True, cwd=tmp_path,  # not the repo root: nalu_cli is not importable
+    )
+    outputs = np.load(tmp_path / "y.npz")
+    for steps in sequences:
+        np.testing.assert_allclose(outputs[f"T{steps}"], trainer_predictions[steps], rtol=1e-6)
 
 
 def test_recurrent_saved_model_signature_takes_sequences(recurrent_exported):
@@ -174,6 +184,7 @@ def test_recurrent_keras_and_onnx_exports_predict_the_same(recurrent_exported, s
 
 
 def test_recurrent_export_evaluates_like_its_run(recurrent_exported, recurrent_run):
-    from_export = json.loads(invoke("extrapolate", recurrent_exported, "--length", "20", "--samples", "20", "--json").stdout)
-    from_run = json.loads(invoke("extrapolate", recurrent_run, "--length", "20", "--samples", "20", "--json").stdout)
+    args = ("--length", "20", "--samples", "20", "--json")
+    from_export = json.loads(invoke("extrapolate", recurrent_exported, *args).stdout)
+    from_run = json.loads(invoke("extrapolate", recurrent_run, *args).stdout)
     assert from_export["task"] == from_run["task"] and from_export["ranges"] == from_run["ranges"]

@@ -100,7 +100,8 @@ def test_without_matplotlib_the_plot_options_say_how_to_install_it(short_run, tm
 
 
 def test_extrapolate_plot_of_a_recurrent_model_draws_error_against_length(recurrent_run, tmp_path):
-    result = invoke("extrapolate", recurrent_run, "--length", "5,10,40", "--samples", "20", "--plot", tmp_path / "t.png")
+    result = invoke("extrapolate", recurrent_run, "--length", "5,10,40", "--samples", "20",
+                    "--plot", tmp_path / "t.png")
     assert result.exit_code == 0, result.stderr
     assert f"plot: {tmp_path / 't.png'}" in result.stdout
     assert_picture(tmp_path / "t.png")

@@ -33,7 +33,7 @@ def benchmark(
     out: Annotated[
         Optional[Path],
         typer.Option(help="Results directory; rerunning resumes it.",
-                     show_default="runs/benchmark, runs/benchmark-recurrent"),
+                     show_default="runs/benchmark; recurrent: runs/benchmark-recurrent"),
     ] = None,
     replicas: Annotated[int, typer.Option(help="Seeds trained together in one graph.")] = 8,
     protocol: Annotated[

@@ -30,7 +30,8 @@ def eval_command(path: ModelPathArg, as_json: JsonOption = False):
         print(to_json(report, indent=2))
         return
     recurrent = report["task"].get("kind") == "recurrent"
-    header = ["split", "range", *(["length"] if recurrent else []), "MSE", "threshold", "below", "normalised (random=100)"]
+    length = ["length"] if recurrent else []
+    header = ["split", "range", *length, "MSE", "threshold", "below", "normalised (random=100)"]
     rows = [
         [
             split,

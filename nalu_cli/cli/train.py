@@ -31,7 +31,9 @@ def train(
     ] = None,
     out: Annotated[
         Optional[Path],
-        typer.Option(help="Run directory.", show_default="runs/OP-UNIT-seedSEED, runs/recurrent-OP-UNIT-seedSEED"),
+        typer.Option(
+            help="Run directory.", show_default="runs/OP-UNIT-seedSEED; recurrent: runs/recurrent-OP-UNIT-seedSEED"
+        ),
     ] = None,
     overwrite: Annotated[bool, overwrite_option("run directory at --out")] = False,
     resume: Annotated[
@@ -74,7 +76,9 @@ def train(
 
     console = render.console(stderr=True)
     verb = "resuming" if resume else "training"
-    task_name = config.task.op if config.task.kind == "static" else f"recurrent {config.task.op} (T={config.task.length})"
+    task_name = config.task.op
+    if config.task.kind == "recurrent":
+        task_name = f"recurrent {config.task.op} (T={config.task.length})"
     console.print(f"{verb} [bold]{config.model.name}[/] on [bold]{task_name}[/] (seed {config.seed}) -> {out}")
     columns = (
         TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
