@@ -108,7 +108,9 @@ def evaluate(path: Path) -> dict:
     spec = tasks.TaskSpec.from_dict(source.meta["task"])
     predict = SavedModelPredictor(source.saved_model)
     datasets = {"interpolation": tasks.validation_set(spec), "extrapolation": tasks.test_set(spec)}
-    baseline = random_baseline_mse(from_dict({"model": source.meta["model"]}).model, spec, datasets)
+    # The task's kind, so that a recurrent-only cell (lstm, gru) validates as the model it is.
+    model_config = from_dict({"model": source.meta["model"], "task": {"kind": spec.kind}}).model
+    baseline = random_baseline_mse(model_config, spec, datasets)
     # Recurrent: the validation sequences have the training length, the test ones the extrapolation length.
     lengths = {"interpolation": spec.length, "extrapolation": spec.extrapolation_length}
     thresholds = {

@@ -263,3 +263,21 @@ def test_predict_reads_npy_sequences_of_any_length(recurrent_run, tmp_path):
         result = invoke("predict", recurrent_run, tmp_path / "x.npy", "--json")
         assert result.exit_code == 0, result.stderr
         np.testing.assert_array_equal(np.array(json.loads(result.stdout), np.float32), predictor(x)[:, 0])
+
+
+def test_eval_of_a_recurrent_only_cell_builds_its_baseline_as_recurrent(tmp_path):
+    """An LSTM exists only as a cell: the random baseline must resolve it with the task's kind."""
+    from nalu_cli import export
+    from nalu_cli.config import resolve
+    from nalu_cli.model import build_model
+    from nalu_cli.tasks import TaskSpec
+
+    config = resolve({"task": {"kind": "recurrent", "op": "add", "validation_size": 50, "test_size": 10,
+                               "extrapolation_length": 20}, "model": {"unit": "lstm"}})
+    spec = TaskSpec.from_config(config.task, seed=0)
+    model = build_model(config.model, spec.input_size, seed=0, kind="recurrent")
+    export.write_model(model, export.make_meta(spec.to_dict(), config.to_dict()["model"]), tmp_path / "lstm")
+    result = invoke("eval", tmp_path / "lstm", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["extrapolation"]["length"] == 20 and report["extrapolation"]["normalized_error"] is not None
