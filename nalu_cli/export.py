@@ -101,6 +101,9 @@ class SavedModelPredictor:
 
         x = np.asarray(x, dtype=np.float32)
         expected = "[N, T, {}] (sequences)" if self.recurrent else "[N, {}]"
+        if not self.recurrent and x.ndim == 3:
+            raise NaluError(f"a static model reads one sample per row, shape [N, {self.input_size}]; "
+                            f"got sequences of shape {list(x.shape)}")
         if x.ndim != (3 if self.recurrent else 2) or x.shape[-1] != self.input_size or (self.recurrent and x.shape[1] < 1):
             raise NaluError(f"model expects inputs of shape {expected.format(self.input_size)}, got {list(x.shape)}")
         if not np.all(np.isfinite(x)):
@@ -139,8 +142,16 @@ def read_inputs(path: Path) -> np.ndarray:
 
 
 def predict(source_path: Path, input_path: Path) -> np.ndarray:
-    """Predictions of a run or nalu SavedModel for the rows of an input file."""
+    """Predictions of a run or nalu SavedModel for the rows of an input file.
+
+    A static model reads one sample per row (.npy [N, n] or CSV); a recurrent one reads
+    sequences, a .npy of shape [N, T, n] (a CSV row cannot hold a sequence).
+    """
     source = resolve_source(Path(source_path))
+    if source.meta["task"].get("kind", "static") == "recurrent" and Path(input_path).suffix != ".npy":
+        n = source.meta["task"]["input_size"]
+        raise NaluError(f"a recurrent model reads sequences: give a .npy file of shape [N, T, {n}], "
+                        f"not {Path(input_path).name} (a CSV row cannot hold a sequence)")
     x = read_inputs(input_path)
     return SavedModelPredictor(source.saved_model)(x)[:, 0]
 
@@ -163,6 +174,13 @@ def export(source_path: Path, out: Path, formats: list[str], overwrite: bool = F
     out/model.keras      --format keras
     out/model.tflite     --format tflite
     out/model.onnx       --format onnx (needs the `onnx` extra)
+
+    Recurrent models export as savedmodel, keras and onnx (tf2onnx turns the RNN's while loop
+    into an ONNX Loop; onnxruntime runs any sequence length). TFLite is refused: the loop keeps
+    its inputs in TensorList ops and computes in float64, which TFLite's built-in ops cannot run
+    (converting the pure forward pass instead still needs float64 FlexStridedSlice); the
+    SELECT_TF_OPS conversion needs the Flex delegate at run time, which tf.lite's own
+    interpreter does not link (measured with TF 2.21).
     """
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -170,6 +188,11 @@ def export(source_path: Path, out: Path, formats: list[str], overwrite: bool = F
     if "onnx" in formats:
         _require_onnx()
     source = resolve_source(Path(source_path))
+    if "tflite" in formats and source.meta["task"].get("kind", "static") == "recurrent":
+        raise NaluError(
+            "--format tflite cannot hold a recurrent model: its float64 loop over TensorList ops needs TF's "
+            "Flex delegate, which TFLite interpreters lack; use savedmodel, keras or onnx"
+        )
     model = _source_keras_model(source) if ("keras" in formats or source.run_dir) else None
     out = Path(out)
     backup = prepare_output(out, overwrite, kind="SavedModel")

@@ -1,4 +1,4 @@
-"""Pictures: extrapolation error against input magnitude, and a run's training curves.
+"""Pictures: extrapolation error against input magnitude (or sequence length), and a run's training curves.
 
 matplotlib is an optional extra (`pip install 'nalu-cli[plot]'`), imported only here and
 only when a plot is asked for, with the non-interactive Agg backend. Figures have a fixed
@@ -109,6 +109,52 @@ def extrapolation_plot(report: dict, path: Path, overwrite: bool = False) -> Pat
     axes.set_xlabel("input magnitude |x|")
     axes.set_ylabel("relative error")
     axes.set_title(f"y = {task['formula']}: error as inputs leave the training range")
+    axes.grid(True, which="major", alpha=0.3)
+    axes.legend(loc="best")
+    figure.tight_layout()
+    return _save(plt, figure, path, overwrite)
+
+
+def length_plot(report: dict, path: Path, overwrite: bool = False) -> Path:
+    """A recurrent model's relative error against sequence length (log-log), one line per input range,
+    the training length marked. `report` is what `evaluation.extrapolate` returns for a recurrent model.
+    """
+    plt = require_matplotlib()
+    check_plot_path(path, overwrite)
+    task = report["task"]
+    figure, axes = plt.subplots(figsize=FIGURE_SIZE, dpi=DPI)
+    by_range: dict[str, list] = {}
+    for row in report["ranges"]:
+        by_range.setdefault(json.dumps(row["range"]), []).append(row)
+    shown, exact, overflow_labelled = [], False, False
+    for index, (key, rows) in enumerate(by_range.items()):
+        color = f"C{index % 10}"
+        label = " u ".join(f"U[{lo:g}, {hi:g}]" for lo, hi in json.loads(key))
+        points = [(row["length"], row["relative_error"]) for row in rows
+                  if not row["overflow"] and row["relative_error"] is not None]
+        if points:
+            errors = [max(error, ERROR_FLOOR) for _, error in points]
+            exact |= any(error < ERROR_FLOOR for _, error in points)
+            shown += errors
+            axes.plot([length for length, _ in points], errors, "o-", color=color, label=f"relative error on {label}")
+        for row in rows:
+            if row["overflow"] or row["relative_error"] is None:
+                axes.axvline(row["length"], color=color, linestyle=":", label=None if overflow_labelled else "overflow")
+                overflow_labelled = True
+    axes.axvline(task["length"], color="tab:green", linewidth=2, alpha=0.5,
+                 label=f"training length T={task['length']:,}")
+    axes.axhline(FLOAT32_EPS, color="grey", linestyle=":", linewidth=1, label="float32 precision (2^-23)")
+    shown.append(FLOAT32_EPS)
+    # Whole decades, with room above the largest error (a failed model sits just below 1).
+    low, high = math.floor(math.log10(min(shown))), math.ceil(math.log10(max(shown)) + 0.1)
+    axes.set_ylim(10.0**low, 10.0 ** max(high, low + 1))
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    if exact:
+        axes.axhline(ERROR_FLOOR, color="grey", linestyle="--", linewidth=1, label=f"exact (0, drawn at {ERROR_FLOOR:g})")
+    axes.set_xlabel("sequence length T (steps)")
+    axes.set_ylabel("relative error")
+    axes.set_title(f"y = {task['formula']}\nerror as sequences grow longer than in training")
     axes.grid(True, which="major", alpha=0.3)
     axes.legend(loc="best")
     figure.tight_layout()

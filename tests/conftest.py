@@ -40,3 +40,32 @@ def exported(add_run, tmp_path_factory):
     result = invoke("export", add_run, "--out", out, "--format", "keras", "--format", "tflite", "--format", "onnx")
     assert result.exit_code == 0, result.output + result.stderr
     return out
+
+
+# A tiny recurrent a+b run: 250 steps, short test sequences (T=50), small sets; it need not
+# solve the task, only exercise every command on a recurrent model (about 10 s).
+RECURRENT_RUN_CONFIG = """\
+task: {op: add, validation_size: 200, test_size: 100, extrapolation_length: 50}
+model: {unit: nau}
+training: {steps: 250, eval_every: 125, learning_rate: 0.05}
+"""
+
+
+@pytest.fixture(scope="session")
+def recurrent_run(tmp_path_factory):
+    """A recurrent run directory made through the CLI (--task recurrent over a --config), shared."""
+    root = tmp_path_factory.mktemp("runs")
+    config = root / "recurrent.yaml"
+    config.write_text(RECURRENT_RUN_CONFIG)
+    out = root / "recurrent-add"
+    result = invoke("train", "--config", config, "--task", "recurrent", "--seed", "0", "--out", out)
+    assert result.exit_code == 0, result.output + result.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def recurrent_exported(recurrent_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exports") / "recurrent"
+    result = invoke("export", recurrent_run, "--out", out, "--format", "keras", "--format", "onnx")
+    assert result.exit_code == 0, result.output + result.stderr
+    return out

@@ -26,6 +26,10 @@ YAML = {
     "one_layer.yaml": "model: {layers: [nau]}\n",
     "tabs.yaml": "task:\n\top: add\n",
     "bad_range_shape.yaml": "task: {extrapolation_range: [1, 2, 3]}\n",
+    "recurrent_length_zero.yaml": "task: {kind: recurrent, length: 0}\n",
+    "recurrent_test_length_zero.yaml": "task: {kind: recurrent, extrapolation_length: 0}\n",
+    "recurrent_input_4.yaml": "task: {kind: recurrent, input_size: 4}\n",
+    "unknown_kind.yaml": "task: {kind: sequential}\n",
 }
 
 CASES = [
@@ -57,6 +61,14 @@ CASES = [
     (["train", "--config", "{tmp}/tabs.yaml"], "malformed YAML"),
     (["train", "--config", "{tmp}/bad_range_shape.yaml"], "task.extrapolation_range"),
     (["train", "--unit", "nau-nmu-nac"], "must be UNIT or FIRST-SECOND"),
+    (["train", "--config", "{tmp}/recurrent_length_zero.yaml"], "'task.length' must be positive"),
+    (["train", "--config", "{tmp}/recurrent_test_length_zero.yaml"], "'task.extrapolation_length' must be positive"),
+    (["train", "--config", "{tmp}/recurrent_input_4.yaml"], "input_size=4 is too small for the recurrent task"),
+    (["train", "--config", "{tmp}/unknown_kind.yaml"], "unknown task kind 'sequential'"),
+    (["train", "--task", "sequential"], "'sequential' is not one of"),
+    (["train", "--unit", "lstm"], "needs task.kind recurrent (--task recurrent)"),
+    (["train", "--task", "recurrent", "--unit", "nau-lstm"], "cannot be the output layer"),
+    (["benchmark", "--task", "static", "--units", "gru", "--out", "{tmp}/bench"], "needs task.kind recurrent"),
     (["train", "--resume", "{tmp}/precious"], "not a nalu run directory"),
     (["train", "--resume", "{tmp}/missing"], "not a nalu run directory"),
     (["predict", "{tmp}/precious", "{tmp}/malformed.yaml"], "neither a nalu run directory nor a SavedModel"),
@@ -172,3 +184,61 @@ def test_division_saved_model_refuses_a_range_through_zero(add_run, tmp_path):
     result = invoke("extrapolate", division, "--range=-1:1")
     check_one_line_error(result, "op 'div' needs inputs of one sign")
 
+
+
+# -- the recurrent task ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["extrapolate", "{run}", "--length", "-5"], "--length takes positive integers"),
+        (["extrapolate", "{run}", "--length", "0"], "--length takes positive integers"),
+        (["extrapolate", "{run}", "--length", "1.5"], "got '1.5'"),
+        (["extrapolate", "{run}", "--length", "10,,100"], "--length takes positive integers"),
+        (["extrapolate", "{run}", "--length", "1000000"], "longer than 100,000 steps"),
+        (["extrapolate", "{run}", "--samples", "0"], "--samples must be at least 1"),
+        (["predict", "{run}", "{tmp}/rows.csv"],
+         "a recurrent model reads sequences: give a .npy file of shape [N, T, 10]"),
+        (["predict", "{run}", "{tmp}/rows.npy"], "expects inputs of shape [N, T, 10] (sequences), got [2, 10]"),
+        (["predict", "{run}", "{tmp}/narrow.npy"], "expects inputs of shape [N, T, 10] (sequences), got [2, 5, 4]"),
+        (["export", "{run}", "--out", "{tmp}/x", "--format", "tflite"], "tflite cannot hold a recurrent model"),
+    ],
+)
+def test_bad_input_against_a_recurrent_run(recurrent_run, tmp_path, args, expected):
+    np.savetxt(tmp_path / "rows.csv", np.ones((2, 10)), delimiter=",")
+    np.save(tmp_path / "rows.npy", np.ones((2, 10), np.float32))
+    np.save(tmp_path / "narrow.npy", np.ones((2, 5, 4), np.float32))
+    before = snapshot(recurrent_run)
+    result = invoke(*[arg.format(run=recurrent_run, tmp=tmp_path) for arg in args])
+    check_one_line_error(result, expected)
+    assert snapshot(recurrent_run) == before
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.fixture(scope="module")
+def static_model(tmp_path_factory):
+    """A small untrained static SavedModel (no training: --length and sequences are refused before use)."""
+    from nalu_cli.config import ModelConfig
+    from nalu_cli.export import make_meta, write_model
+    from nalu_cli.model import build_model
+
+    task = {"op": "mul", "input_size": 10, "subsets": [[0, 3], [2, 5]], "interpolation_range": [[1.0, 2.0]],
+            "extrapolation_range": [[2.0, 6.0]], "seed": 0}
+    path = tmp_path_factory.mktemp("static") / "model"
+    write_model(build_model(ModelConfig(layers=["nau", "nmu"]), 10, seed=0), make_meta(task, {"unit": "nau-nmu"}), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["extrapolate", "{model}", "--length", "10,100"], "--length is for recurrent models"),
+        (["predict", "{model}", "{tmp}/sequences.npy"], "a static model reads one sample per row, shape [N, 10]; "
+                                                        "got sequences of shape [2, 7, 10]"),
+    ],
+)
+def test_sequences_to_a_static_model_are_one_line(static_model, tmp_path, args, expected):
+    np.save(tmp_path / "sequences.npy", np.ones((2, 7, 10), np.float32))
+    result = invoke(*[arg.format(model=static_model, tmp=tmp_path) for arg in args])
+    check_one_line_error(result, expected)

@@ -232,3 +232,24 @@ def test_benchmark_workers_exit_when_their_parent_is_killed(tmp_path):
     while alive(worker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(worker)
+
+
+def test_benchmark_task_recurrent_trains_the_recurrent_task(tmp_path):
+    """--task recurrent reaches every cell's config; the Trask protocol's random baseline runs recurrent models."""
+    from nalu_cli import tasks
+    from nalu_cli.config import resolve
+
+    config = tmp_path / "small.yaml"
+    config.write_text("task: {validation_size: 100, test_size: 20, extrapolation_length: 20}\n"
+                      "training: {eval_every: 100}\n")
+    out = tmp_path / "recurrent"
+    result = invoke("benchmark", "--task", "recurrent", "--ops", "add", "--units", "nau", "--seeds", "2",
+                    "--steps", "100", "--config", config, "--workers", "1", "--protocol", "trask", "--out", out)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["seed"] for r in records) == [0, 1]
+    for record in records:
+        task = resolve({"task": {"kind": "recurrent", "op": "add", "test_size": 20, "extrapolation_length": 20}}).task
+        spec = tasks.TaskSpec.from_config(task, record["seed"])
+        assert record["success_threshold"] == pytest.approx(tasks.success_threshold(spec, length=20), rel=1e-6)
+        assert record["normalized_extrapolation"] is not None

@@ -163,3 +163,121 @@ def test_json_reports_are_strict_json_even_where_a_figure_overflows(tmp_path):
     assert result.exit_code == 0, result.stderr
     assert strict(result.stdout) == [None, None]
     assert "2 of 2 predictions overflow float32 (printed as null)" in result.stderr
+
+
+# -- the recurrent task ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def recurrent_eval(recurrent_run):
+    result = invoke("eval", recurrent_run, "--json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_task_flag_trains_a_recurrent_run(recurrent_run):
+    config = yaml.safe_load((recurrent_run / "config.yaml").read_text())
+    assert config["task"]["kind"] == "recurrent" and config["task"]["op"] == "add"
+    assert config["task"]["input_size"] == 10 and config["task"]["length"] == 10
+    assert config["task"]["extrapolation_length"] == 50  # from the --config the flag combines with
+    assert json.loads((recurrent_run / "summary.json").read_text())["steps_trained"] == 250
+
+
+def test_default_run_directory_names_the_recurrent_kind():
+    from nalu_cli.cli.train import default_run_dir
+    from nalu_cli.config import resolve
+
+    assert str(default_run_dir(resolve({"task": {"op": "mul"}, "model": {"unit": "nau"}}))) == "runs/mul-nau-seed0"
+    recurrent = resolve({"task": {"op": "mul", "kind": "recurrent"}, "model": {"unit": "nau"}})
+    assert str(default_run_dir(recurrent)) == "runs/recurrent-mul-nau-seed0"
+
+
+def test_benchmark_task_reaches_every_cell():
+    from nalu_cli.benchmark import make_cells
+
+    cells = make_cells(["add", "mul"], ["nau", "lstm"], {"task": {"length": 5}}, steps=10, kind="recurrent")
+    assert [c.config["task"]["kind"] for c in cells] == ["recurrent"] * 4
+    assert all(c.config["task"]["length"] == 5 for c in cells)
+    (from_settings,) = make_cells(["add"], ["nau"], {"task": {"kind": "recurrent"}}, steps=10)
+    assert from_settings.config["task"]["kind"] == "recurrent"
+
+
+def test_recurrent_eval_reports_each_splits_length(recurrent_eval, recurrent_run):
+    from nalu_cli import tasks
+
+    report = recurrent_eval
+    spec = tasks.TaskSpec.from_dict(report["task"])
+    assert report["interpolation"]["length"] == 10 and report["extrapolation"]["length"] == 50
+    assert report["interpolation"]["threshold"] == tasks.success_threshold(spec, spec.interpolation_range, length=10)
+    assert report["extrapolation"]["threshold"] == tasks.success_threshold(spec, length=50)
+    assert report["extrapolation"]["normalized_error"] is not None  # the random baseline ran recurrent models
+    summary = json.loads((recurrent_run / "summary.json").read_text())
+    assert report["extrapolation"]["mse"] == pytest.approx(summary["extrapolation_mse"], rel=1e-3)
+
+
+def test_recurrent_eval_table_shows_the_lengths(recurrent_run):
+    result = invoke("eval", recurrent_run)
+    assert result.exit_code == 0, result.stderr
+    assert "T=10" in result.stdout and "T=50" in result.stdout
+
+
+def test_extrapolate_length_gives_one_row_per_length(recurrent_run, recurrent_eval, tmp_path):
+    from nalu_cli import tasks
+
+    result = invoke("extrapolate", recurrent_run, "--length", "10,100", "--length", "30", "--samples", "40",
+                    "--json", "--plot", tmp_path / "lengths.png")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    rows = report["ranges"]
+    spec = tasks.TaskSpec.from_dict(report["task"])
+    assert [row["length"] for row in rows] == [10, 100, 30]
+    assert all(row["range"] == [[1.0, 2.0]] for row in rows)  # the recurrent extrapolation range: the training one
+    for row in rows:
+        assert row["threshold"] == tasks.success_threshold(spec, spec.extrapolation_range, length=row["length"])
+        assert row["success"] == (row["mse"] < row["threshold"])
+    assert (tmp_path / "lengths.png").stat().st_size > 0
+    # Every length draws from its own stream: the same row whichever lengths come with it.
+    alone = json.loads(invoke("extrapolate", recurrent_run, "--length", "100", "--samples", "40", "--json").stdout)
+    assert alone["ranges"][0] == rows[1]
+    # At the training length the error is the interpolation error's size (other samples, same distribution).
+    assert rows[0]["mse"] == pytest.approx(recurrent_eval["interpolation"]["mse"], rel=0.5)
+
+
+def test_extrapolate_range_on_a_recurrent_model_uses_the_test_length(recurrent_run):
+    result = invoke("extrapolate", recurrent_run, "--range", "2:3", "--samples", "10", "--json")
+    assert result.exit_code == 0, result.stderr
+    (row,) = json.loads(result.stdout)["ranges"]
+    assert row["range"] == [[2.0, 3.0]] and row["length"] == 50
+    result = invoke("extrapolate", recurrent_run, "--range", "2:3", "--length", "5", "--samples", "10")
+    assert result.exit_code == 0, result.stderr
+    assert "T=5" in result.stdout and "U[2, 3]" in result.stdout
+
+
+def test_predict_reads_npy_sequences_of_any_length(recurrent_run, tmp_path):
+    from nalu_cli.export import SavedModelPredictor
+
+    predictor = SavedModelPredictor(recurrent_run / "saved_model")
+    for steps in (3, 40):
+        x = np.random.default_rng(steps).uniform(1, 2, (4, steps, 10)).astype(np.float32)
+        np.save(tmp_path / "x.npy", x)
+        result = invoke("predict", recurrent_run, tmp_path / "x.npy", "--json")
+        assert result.exit_code == 0, result.stderr
+        np.testing.assert_array_equal(np.array(json.loads(result.stdout), np.float32), predictor(x)[:, 0])
+
+
+def test_eval_of_a_recurrent_only_cell_builds_its_baseline_as_recurrent(tmp_path):
+    """An LSTM exists only as a cell: the random baseline must resolve it with the task's kind."""
+    from nalu_cli import export
+    from nalu_cli.config import resolve
+    from nalu_cli.model import build_model
+    from nalu_cli.tasks import TaskSpec
+
+    config = resolve({"task": {"kind": "recurrent", "op": "add", "validation_size": 50, "test_size": 10,
+                               "extrapolation_length": 20}, "model": {"unit": "lstm"}})
+    spec = TaskSpec.from_config(config.task, seed=0)
+    model = build_model(config.model, spec.input_size, seed=0, kind="recurrent")
+    export.write_model(model, export.make_meta(spec.to_dict(), config.to_dict()["model"]), tmp_path / "lstm")
+    result = invoke("eval", tmp_path / "lstm", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["extrapolation"]["length"] == 20 and report["extrapolation"]["normalized_error"] is not None

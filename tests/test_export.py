@@ -125,3 +125,66 @@ def test_write_model_without_a_keras_path_writes_the_saved_model_only(tmp_path):
     model, meta = small_model_and_meta()
     write_model(model, meta, tmp_path / "out")
     assert (tmp_path / "out" / "saved_model.pb").is_file() and not (tmp_path / "out" / KERAS_FILE).exists()
+
+
+# -- recurrent models: sequences [N, T, n] of any length ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sequences():
+    """Sequences shorter and longer than training's T=10 (and than the cell's unrolled 64 steps)."""
+    rng = np.random.default_rng(1)
+    return {steps: rng.uniform(1, 2, (8, steps, 10)).astype(np.float32) for steps in (3, 10, 100)}
+
+
+@pytest.fixture(scope="module")
+def trainer_predictions(recurrent_run, sequences):
+    """What the trainer's model (the run's model.keras) predicts."""
+    model = load_keras_model(recurrent_run / KERAS_FILE)
+    return {steps: np.asarray(model(x)) for steps, x in sequences.items()}
+
+
+PLAIN_TF_SEQUENCES = """
+import sys, numpy as np, tensorflow as tf
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+inputs = np.load(sys.argv[2])
+np.savez(sys.argv[3], **{name: serve(x=tf.constant(inputs[name]))["y"].numpy() for name in inputs.files})
+assert not any(name.startswith("nalu_cli") for name in sys.modules), "nalu_cli was imported"
+"""
+
+
+def test_recurrent_saved_model_runs_in_plain_tensorflow_without_nalu(
+    recurrent_exported, sequences, trainer_predictions, tmp_path
+):
+    np.savez(tmp_path / "x.npz", **{f"T{steps}": x for steps, x in sequences.items()})
+    subprocess.run(
+        [sys.executable, "-c", PLAIN_TF_SEQUENCES, recurrent_exported, tmp_path / "x.npz", tmp_path / "y.npz"],
+        check=True, capture_output=True, cwd=tmp_path,  # not the repo root: nalu_cli is not importable
+    )
+    outputs = np.load(tmp_path / "y.npz")
+    for steps in sequences:
+        np.testing.assert_allclose(outputs[f"T{steps}"], trainer_predictions[steps], rtol=1e-6)
+
+
+def test_recurrent_saved_model_signature_takes_sequences(recurrent_exported):
+    predictor = SavedModelPredictor(recurrent_exported)
+    assert predictor.recurrent and predictor.input_size == 10
+    meta = json.loads((recurrent_exported / META_FILE).read_text())
+    assert meta["task"]["kind"] == "recurrent" and meta["task"]["extrapolation_length"] == 50
+
+
+def test_recurrent_keras_and_onnx_exports_predict_the_same(recurrent_exported, sequences, trainer_predictions):
+    model = load_keras_model(recurrent_exported / KERAS_FILE)
+    onnxruntime = pytest.importorskip("onnxruntime")
+    session = onnxruntime.InferenceSession(str(recurrent_exported / "model.onnx"))
+    for steps, x in sequences.items():
+        np.testing.assert_array_equal(np.asarray(model(x)), trainer_predictions[steps])
+        (output,) = session.run(None, {"x": x})
+        np.testing.assert_allclose(output, trainer_predictions[steps], rtol=1e-6)
+
+
+def test_recurrent_export_evaluates_like_its_run(recurrent_exported, recurrent_run):
+    args = ("--length", "20", "--samples", "20", "--json")
+    from_export = json.loads(invoke("extrapolate", recurrent_exported, *args).stdout)
+    from_run = json.loads(invoke("extrapolate", recurrent_run, *args).stdout)
+    assert from_export["task"] == from_run["task"] and from_export["ranges"] == from_run["ranges"]

@@ -97,3 +97,11 @@ def test_without_matplotlib_the_plot_options_say_how_to_install_it(short_run, tm
     assert result.exit_code == 2
     assert result.stderr.strip() == INSTALL_HINT
     assert not (tmp_path / "p.png").exists()
+
+
+def test_extrapolate_plot_of_a_recurrent_model_draws_error_against_length(recurrent_run, tmp_path):
+    result = invoke("extrapolate", recurrent_run, "--length", "5,10,40", "--samples", "20",
+                    "--plot", tmp_path / "t.png")
+    assert result.exit_code == 0, result.stderr
+    assert f"plot: {tmp_path / 't.png'}" in result.stdout
+    assert_picture(tmp_path / "t.png")

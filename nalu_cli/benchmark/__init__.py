@@ -56,11 +56,14 @@ def run_benchmark(
     workers: int | None = None,
     ray_address: str | None = None,
     on_results: Callable[[list[dict]], None] | None = None,
+    kind: str | None = None,
 ) -> list[dict]:
-    """Run (or resume) the grid; returns every result record for the requested cells and seeds."""
+    """Run (or resume) the grid; returns every result record for the requested cells and seeds.
+
+    `kind` (static or recurrent) overrides task.kind of base_settings."""
     if replicas < 1:
         raise NaluError(f"--replicas must be at least 1, got {replicas}")
-    cells = make_cells(ops, units, base_settings or {}, steps)
+    cells = make_cells(ops, units, base_settings or {}, steps, kind)
     key = settings_key(cells, replicas, protocol)
     out = Path(out)
     wanted = {(cell.op, cell.unit, seed) for cell in cells for seed in seeds}

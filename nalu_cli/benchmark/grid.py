@@ -51,13 +51,17 @@ class Cell:
     config: dict  # resolved config (seed is replaced per replica)
 
 
-def make_cells(ops: list[str], units: list[str], base_settings: dict, steps: int | None) -> list[Cell]:
+def make_cells(
+    ops: list[str], units: list[str], base_settings: dict, steps: int | None, kind: str | None = None
+) -> list[Cell]:
     """One cell per (op, unit), named by the unit as given: results are keyed by (op, unit, seed),
-    so two cells must never share a name ('default' is nau-gated with restarts, not `nau-gated`)."""
+    so two cells must never share a name ('default' is nau-gated with restarts, not `nau-gated`).
+
+    `kind` (static or recurrent; None: as base_settings say) overrides task.kind in every cell."""
     cells = []
     for op in dict.fromkeys(ops):
         for unit in dict.fromkeys(units):
-            overrides = {"task": {"op": op}, "training": {"steps": steps}}
+            overrides = {"task": {"op": op, "kind": kind}, "training": {"steps": steps}}
             if unit != "default":
                 overrides["model"] = parse_architecture(unit)
             config = resolve(base_settings, overrides)

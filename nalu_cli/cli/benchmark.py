@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from nalu_cli.cli import render
-from nalu_cli.cli.options import Backend, Protocol
+from nalu_cli.cli.options import Backend, Protocol, TaskOption
 from nalu_cli.config import OPS
 from nalu_cli.errors import NaluError
 
@@ -29,7 +29,12 @@ def benchmark(
     seeds: Annotated[str, typer.Option(help="N (seeds 0..N-1), LO:HI, or a comma list.")] = "10",
     steps: Annotated[Optional[int], typer.Option(help="Maximum training steps per seed.")] = None,
     config_file: Annotated[Optional[Path], typer.Option("--config", help="YAML with any training setting.")] = None,
-    out: Annotated[Path, typer.Option(help="Results directory; rerunning resumes it.")] = Path("runs/benchmark"),
+    task: TaskOption = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(help="Results directory; rerunning resumes it.",
+                     show_default="runs/benchmark; recurrent: runs/benchmark-recurrent"),
+    ] = None,
     replicas: Annotated[int, typer.Option(help="Seeds trained together in one graph.")] = 8,
     protocol: Annotated[
         Protocol, typer.Option(help="mj: success rates; trask: Table 1 normalised errors.")
@@ -41,7 +46,10 @@ def benchmark(
     workers: Annotated[Optional[int], typer.Option(help="Parallel workers.", show_default="CPU count")] = None,
     as_markdown: Annotated[bool, typer.Option("--markdown", help="Print the final table as Markdown.")] = False,
 ):
-    """Success rates over seeds for a grid of ops x units (Madsen & Johansen criterion, Wilson 95% CI)."""
+    """Success rates over seeds for a grid of ops x units (Madsen & Johansen criterion, Wilson 95% CI).
+
+    --task recurrent (or task.kind in --config) benchmarks the recurrent task instead of the static one.
+    """
     import time
 
     from nalu_cli.benchmark import parse_seeds, run_benchmark
@@ -58,6 +66,10 @@ def benchmark(
     settings = load_yaml(config_file) if config_file else {}
     if workers is not None and workers < 1:
         raise NaluError(f"--workers must be at least 1, got {workers}")
+    kind = task.value if task else None
+    if out is None:
+        given = settings.get("task") if isinstance(settings.get("task"), dict) else {}
+        out = Path("runs/benchmark-recurrent" if (kind or given.get("kind")) == "recurrent" else "runs/benchmark")
     from rich.live import Live
 
     records: list[dict] = []
@@ -79,7 +91,7 @@ def benchmark(
             final = run_benchmark(
                 op_list, unit_list, seed_list, out, base_settings=settings, steps=steps, replicas=replicas,
                 protocol=protocol.value, backend=backend.value, workers=workers, ray_address=ray_address,
-                on_results=on_results,
+                on_results=on_results, kind=kind,
             )
         except KeyboardInterrupt:
             live.stop()

@@ -30,7 +30,7 @@ def export(
     out: Annotated[Path, typer.Option(help="Output SavedModel directory (other formats go inside it).")],
     formats: Annotated[
         Optional[list[str]],
-        typer.Option("--format", help="savedmodel (always), keras, tflite, onnx; repeatable."),
+        typer.Option("--format", help="savedmodel (always), keras, tflite (static models only), onnx; repeatable."),
     ] = None,
     overwrite: Annotated[bool, overwrite_option("export at --out")] = False,
 ):
@@ -45,10 +45,14 @@ def export(
 
 def predict(
     path: ModelPathArg,
-    inputs: Annotated[Path, typer.Argument(help=".npy or CSV file, one sample of input_size numbers per row.")],
+    inputs: Annotated[
+        Path,
+        typer.Argument(help=".npy or CSV file, one sample of input_size numbers per row; recurrent models: "
+                       ".npy of sequences [N, T, input_size]."),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
 ):
-    """Predictions for the rows of an input file (one number per line)."""
+    """Predictions for the rows (recurrent models: the sequences) of an input file, one number per line."""
     import_tensorflow()
     import numpy as np
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
-from nalu_cli.config import OPS
+from nalu_cli.config import OPS, TASK_KINDS
 
 Op = Enum("Op", {op: op for op in OPS}, type=str)
+TaskKind = Enum("TaskKind", {kind: kind for kind in TASK_KINDS}, type=str)
 
 
 class Protocol(str, Enum):
@@ -29,6 +30,10 @@ class Backend(str, Enum):
 
 ModelPathArg = Annotated[Path, typer.Argument(help="Run directory or nalu SavedModel.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+TaskOption = Annotated[
+    Optional[TaskKind],
+    typer.Option("--task", help="static: one vector in; recurrent: a sequence in, y after its last step (task.kind)."),
+]
 
 
 def overwrite_option(target: str):

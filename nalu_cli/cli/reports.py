@@ -18,7 +18,10 @@ from nalu_cli.rundir import to_json
 
 
 def eval_command(path: ModelPathArg, as_json: JsonOption = False):
-    """Interpolation and extrapolation error, Trask's normalised error, and the success criterion."""
+    """Interpolation and extrapolation error, Trask's normalised error, and the success criterion.
+
+    Recurrent models: interpolation on sequences of the training length, extrapolation on longer ones.
+    """
     import_tensorflow()
     from nalu_cli.evaluation import evaluate
 
@@ -26,11 +29,14 @@ def eval_command(path: ModelPathArg, as_json: JsonOption = False):
     if as_json:
         print(to_json(report, indent=2))
         return
-    header = ["split", "range", "MSE", "threshold", "below", "normalised (random=100)"]
+    recurrent = report["task"].get("kind") == "recurrent"
+    length = ["length"] if recurrent else []
+    header = ["split", "range", *length, "MSE", "threshold", "below", "normalised (random=100)"]
     rows = [
         [
             split,
             format_range(report["task"][f"{split}_range"]),
+            *([f"T={report[split]['length']:,}"] if recurrent else []),
             format_number(report[split]["mse"]),
             format_number(report[split]["threshold"]),
             format_number(report[split]["below_threshold"]),
@@ -56,13 +62,37 @@ def extrapolate(
         Optional[list[str]],
         typer.Option("--range", help="Input range LO:HI (repeatable; use --range=-6:-2 for negatives)."),
     ] = None,
+    lengths: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--length",
+            help="Recurrent models: sequence lengths T, comma-separated (default 10,100,1000,10000; "
+            "with --range only: the test length).",
+        ),
+    ] = None,
+    samples: Annotated[
+        Optional[int],
+        typer.Option(help="Samples per row.", show_default="10,000; recurrent: 1,000 sequences"),
+    ] = None,
     as_json: JsonOption = False,
     plot: Annotated[
-        Optional[Path], typer.Option(help="Also draw error against input magnitude (log-log) to this .png file.")
+        Optional[Path],
+        typer.Option(help="Also draw error against input magnitude (recurrent: sequence length), log-log, "
+                     "to this .png file."),
     ] = None,
     overwrite: Annotated[bool, overwrite_option("--plot file")] = False,
 ):
-    """Error as inputs leave the training range (default: the extrapolation range scaled 1x to 1000x)."""
+    """Error as inputs leave the training range (default: the extrapolation range scaled 1x to 1000x).
+
+    Recurrent models: error as sequences grow longer than the training ones (default T = 10, 100,
+    1000, 10000 on the extrapolation range); one row per range and length.
+    """
+    from nalu_cli.evaluation import parse_cli_range, parse_lengths
+
+    parsed_lengths = parse_lengths(lengths) if lengths else None  # before any work, so a bad one is one line
+    if samples is not None and samples < 1:
+        raise NaluError(f"--samples must be at least 1, got {samples}")
+    parsed = [parse_cli_range(text) for text in ranges] if ranges else None
     if plot is not None:
         from nalu_cli.plots import check_plot_path, require_matplotlib
 
@@ -70,21 +100,21 @@ def extrapolate(
         check_plot_path(plot, overwrite)
     import_tensorflow()
     from nalu_cli.evaluation import extrapolate as run_extrapolate
-    from nalu_cli.evaluation import parse_cli_range
 
-    parsed = [parse_cli_range(text) for text in ranges] if ranges else None
-    report = run_extrapolate(path, parsed)
+    report = run_extrapolate(path, parsed, samples=samples, lengths=parsed_lengths)
+    recurrent = report["task"].get("kind") == "recurrent"
     if plot is not None:
-        from nalu_cli.plots import extrapolation_plot
+        from nalu_cli.plots import extrapolation_plot, length_plot
 
-        report["plot"] = str(extrapolation_plot(report, plot, overwrite=overwrite))
+        report["plot"] = str((length_plot if recurrent else extrapolation_plot)(report, plot, overwrite=overwrite))
     if as_json:
         print(to_json(report, indent=2))
         return
-    header = ["range", "MSE", "relative error", "threshold", "success"]
+    header = ["range", *(["length"] if recurrent else []), "MSE", "relative error", "threshold", "success"]
     rows = [
         [
             format_range(row["range"]),
+            *([f"T={row['length']:,}"] if recurrent else []),
             "overflow" if row["overflow"] else format_number(row["mse"]),
             "overflow" if row["overflow"] else format_number(row["relative_error"]),
             format_number(row["threshold"]),
@@ -92,7 +122,10 @@ def extrapolate(
         ]
         for row in report["ranges"]
     ]
-    title = f"{report['task']['formula']}: trained on {format_range(report['task']['interpolation_range'])}"
+    task = report["task"]
+    title = f"{task['formula']}: trained on {format_range(task['interpolation_range'])}"
+    if recurrent:
+        title += f", T={task['length']:,}"
     render.console().print(render.table(header, rows, title=title))
     if plot is not None:
         print(f"plot: {report['plot']}")

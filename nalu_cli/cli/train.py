@@ -12,7 +12,7 @@ import typer
 
 from nalu_cli._tf import import_tensorflow
 from nalu_cli.cli import render
-from nalu_cli.cli.options import Op, overwrite_option
+from nalu_cli.cli.options import Op, TaskOption, overwrite_option
 from nalu_cli.config import UNITS
 from nalu_cli.errors import NaluError
 from nalu_cli.formatting import format_number
@@ -21,6 +21,7 @@ from nalu_cli.formatting import format_number
 def train(
     config_file: Annotated[Optional[Path], typer.Option("--config", help="YAML config; flags override it.")] = None,
     op: Annotated[Optional[Op], typer.Option(help="Arithmetic operation to learn.")] = None,
+    task: TaskOption = None,
     steps: Annotated[Optional[int], typer.Option(help="Maximum training steps.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for slices, data and initialisation.")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Adam learning rate.")] = None,
@@ -28,13 +29,18 @@ def train(
     unit: Annotated[
         Optional[str], typer.Option(help=f"Unit for both layers, or FIRST-SECOND (nau-nmu). Units: {', '.join(UNITS)}.")
     ] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run directory.", show_default="runs/OP-UNIT-seedSEED")] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Run directory.", show_default="runs/OP-UNIT-seedSEED; recurrent: runs/recurrent-OP-UNIT-seedSEED"
+        ),
+    ] = None,
     overwrite: Annotated[bool, overwrite_option("run directory at --out")] = False,
     resume: Annotated[
         Optional[Path], typer.Option(help="Continue an interrupted run directory (only --steps may change).")
     ] = None,
 ):
-    """Train a model on the static arithmetic task; write a run directory with SavedModel checkpoints.
+    """Train a model on the static or recurrent arithmetic task; write a run directory with SavedModel checkpoints.
 
     Ctrl-C or SIGTERM ends the current chunk, checkpoints, and exits 130; --resume RUN continues.
     """
@@ -42,8 +48,8 @@ def train(
     from nalu_cli.rundir import CONFIG_FILE, check_output
 
     if resume is not None:
-        given = [name for name, value in (("--config", config_file), ("--op", op), ("--seed", seed), ("--lr", lr),
-                 ("--batch-size", batch_size), ("--unit", unit), ("--out", out)) if value is not None]
+        given = [name for name, value in (("--config", config_file), ("--op", op), ("--task", task), ("--seed", seed),
+                 ("--lr", lr), ("--batch-size", batch_size), ("--unit", unit), ("--out", out)) if value is not None]
         if given or overwrite:
             raise NaluError(f"--resume continues a run as it was configured; drop {', '.join(given) or '--overwrite'}")
         if not (resume / CONFIG_FILE).is_file():
@@ -55,13 +61,13 @@ def train(
         config = resolve(
             settings,
             {
-                "task": {"op": op.value if op else None},
+                "task": {"op": op.value if op else None, "kind": task.value if task else None},
                 "model": parse_architecture(unit) if unit else {},
                 "training": {"steps": steps, "learning_rate": lr, "batch_size": batch_size},
                 "seed": seed,
             },
         )
-        out = out or Path("runs") / f"{config.task.op}-{config.model.name}-seed{config.seed}"
+        out = out or default_run_dir(config)
         check_output(out, overwrite, kind="run")  # before any output, so a refusal is one line
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -70,7 +76,10 @@ def train(
 
     console = render.console(stderr=True)
     verb = "resuming" if resume else "training"
-    console.print(f"{verb} [bold]{config.model.name}[/] on [bold]{config.task.op}[/] (seed {config.seed}) -> {out}")
+    task_name = config.task.op
+    if config.task.kind == "recurrent":
+        task_name = f"recurrent {config.task.op} (T={config.task.length})"
+    console.print(f"{verb} [bold]{config.model.name}[/] on [bold]{task_name}[/] (seed {config.seed}) -> {out}")
     columns = (
         TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
         BarColumn(bar_width=12),
@@ -105,6 +114,12 @@ def train(
         print(f"interrupted at step {summary['steps_trained']:,}; continue with: nalu train --resume {out}",
               file=sys.stderr)
         raise typer.Exit(130)
+
+
+def default_run_dir(config) -> Path:
+    """runs/OP-UNIT-seedSEED; a recurrent run's name starts with its kind, so the two never collide."""
+    prefix = "" if config.task.kind == "static" else f"{config.task.kind}-"
+    return Path("runs") / f"{prefix}{config.task.op}-{config.model.name}-seed{config.seed}"
 
 
 @contextlib.contextmanager
