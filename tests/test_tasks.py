@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from nalu_cli import tasks
-from nalu_cli.config import TaskConfig, resolve
+from nalu_cli.config import resolve
 
 
 def spec_for(op="add", seed=0, **task):
@@ -142,9 +142,9 @@ def test_task_spec_round_trips_through_dict():
 
 
 def test_config_default_task_matches_the_literature():
-    task = TaskConfig()
-    assert (task.input_size, task.subset_ratio, task.overlap_ratio) == (100, 0.25, 0.5)
-    assert (task.interpolation_range, task.extrapolation_range) == ([1.0, 2.0], [2.0, 6.0])
+    task = resolve({}).task
+    assert (task.kind, task.input_size, task.subset_ratio, task.overlap_ratio) == ("static", 100, 0.25, 0.5)
+    assert (task.interpolation_range, task.extrapolation_range) == ([[1.0, 2.0]], [[2.0, 6.0]])
 
 
 # -- the recurrent task ---------------------------------------------------------------------------
