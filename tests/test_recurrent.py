@@ -272,6 +272,13 @@ def test_recurrent_task_defaults_and_static_ones_unchanged():
     explicit = {"kind": "recurrent", "input_size": 12, "test_size": 5, "extrapolation_range": [1, 3]}
     explicit = resolve({"task": explicit}).task
     assert (explicit.input_size, explicit.test_size, explicit.extrapolation_range) == (12, 5, [[1.0, 3.0]])
+    # The polish step: at every evaluation on the recurrent task, never on the static one, unless set.
+    training = lambda settings: resolve(settings).training  # noqa: E731
+    assert (training({}).polish_every, training({}).polish_iterations) == (0, 200)
+    recurrent_training = training({"task": {"kind": "recurrent"}, "training": {"eval_every": 500}})
+    assert (recurrent_training.polish_every, recurrent_training.polish_iterations) == (500, 30)
+    off = training({"task": {"kind": "recurrent"}, "training": {"polish_every": 0, "polish_iterations": 7}})
+    assert (off.polish_every, off.polish_iterations) == (0, 7)
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,8 @@ learnable initial state (initialised to 0), as in stable-nalu's recurrent networ
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import numpy as np
 from keras import ops
@@ -44,12 +46,12 @@ class RecurrentUnit(ArithmeticUnit):
         """New states from x_t [..., batch, in] and the states [..., batch, units]; the first is the output."""
         raise NotImplementedError
 
-    def forward(self, x, **params):
+    def forward(self, x, **weights):
         """The output after the last step of x [..., batch, T, in]: [..., batch, units]."""
-        dtype = params[self.state_names[0]].dtype
-        x = ops.cast(x, dtype)
-        states = [functional.initial_state(params[name], x) for name in self.state_names]
-        return functional.recurrence(lambda x_t, s: self.step(x_t, s, **params), states, x)
+        x = ops.cast(x, weights[self.state_names[0]].dtype)
+        states = [functional.initial_state(weights[name], x) for name in self.state_names]
+        step = functools.partial(self.step, **weights)  # a partial, not a lambda: nothing for autograph to rewrite
+        return functional.recurrence(step, states, x)
 
     def call(self, inputs, states):
         states = self.step(inputs, list(states), **self.params())
@@ -72,7 +74,8 @@ class ArithmeticCell(RecurrentUnit):
     """Any nalu unit as a recurrent cell: h_t = unit([x_t, h_{t-1}]), h_0 learned (initially 0).
 
     An NAU cell accumulates exactly: with weights [[slice mask], [identity]] it computes
-    h_t = h_{t-1} + sum(x_t[slice]), and stays exact at any sequence length.
+    h_t = h_{t-1} + sum(x_t[slice]), and stays exact at any sequence length. A sum-path cell
+    (NAU, linear) starts with that identity on its h_{t-1} rows (IDENTITY_UNITS).
 
     Args:
         unit: Name of the unit (as in nalu's config: "nau", "nmu", "nalu", ...).
