@@ -236,3 +236,16 @@ def test_resume_refuses_a_step_budget_below_where_the_run_is(run_copy):
     result = invoke("train", "--resume", run, "--steps", "500")
     assert result.exit_code == 2 and "is at step 1,000; --steps 500 would go back" in result.stderr
     assert (run / "config.yaml").read_text() == config
+
+
+def test_a_checkpoint_written_before_the_recurrent_task_resumes(run_copy):
+    """nalu 0.4 wrote a config without task.kind, length or extrapolation_length and with input_size,
+    test_size and the polish keys as numbers: read through today's defaults it is the same run."""
+    run = run_copy
+    scalars = json.loads((run / "checkpoint" / "state.json").read_text())
+    for key in ("kind", "length", "extrapolation_length"):
+        del scalars["config"]["task"][key]
+    (run / "checkpoint" / "state.json").write_text(json.dumps(scalars))
+    result = invoke("train", "--resume", run, "--steps", "2000")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((run / "summary.json").read_text())["steps_trained"] == 2000

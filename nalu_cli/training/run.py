@@ -104,7 +104,8 @@ def check_resumable(config: Config, scalars: dict, out: Path) -> None:
     mix two configs in one run."""
     saved = scalars.get("config")  # checkpoints of nalu 0.4.0 carry none
     if saved is not None:
-        now, then = _flat(config.to_dict()), _flat(saved)
+        # Read through today's defaults: a key added since (task.kind) is its default, not a change.
+        now, then = _flat(config.to_dict()), _flat(resolve(saved).to_dict())
         for key in sorted(set(now) | set(then)):
             if key != "training.steps" and now.get(key) != then.get(key):
                 raise NaluError(f"{out / CONFIG_FILE} no longer matches the run's checkpoint ({key}: "
