@@ -63,10 +63,6 @@ def unit_layers(model: keras.Model) -> list[ArithmeticUnit]:
     return found
 
 
-def is_recurrent(model: keras.Model) -> bool:
-    return any(isinstance(layer, RecurrentUnit) for layer in unit_layers(model))
-
-
 def get_params(model: keras.Model) -> list[dict]:
     """Current weights as one {name: numpy array} dict per unit layer."""
     return [{name: var.numpy() for name, var in layer.params().items()} for layer in unit_layers(model)]
