@@ -24,13 +24,14 @@ from nalu_cli.units import functional
 from nalu_cli.units.base import ArithmeticUnit
 
 
-# Units whose weight matrix is a plain sum path, y = [x_t, h_{t-1}] W, and its name: as a cell, the
-# h_{t-1} rows start at the identity.
+# Units whose output is a plain sum path, y = [x_t, h_{t-1}] W, with the name of W: as a cell, the
+# h_{t-1} rows of W start at the identity.
 IDENTITY_UNITS = {"nau": "w", "linear": "kernel"}
 
 
 class RecurrentUnit(ArithmeticUnit):
-    """Base of the cells: subclasses give `step`, `initial_values` and their weights (`params`)."""
+    """Base of the cells: subclasses give `step`, their weights (`params`) and their states' names
+    (`state_names`: one learnable initial value per state, made by `add_initial_states`)."""
 
     state_names: tuple[str, ...] = ("initial_state",)  # one learnable initial value per state
 
@@ -50,7 +51,7 @@ class RecurrentUnit(ArithmeticUnit):
         """The output after the last step of x [..., batch, T, in]: [..., batch, units]."""
         x = ops.cast(x, weights[self.state_names[0]].dtype)
         states = [functional.initial_state(weights[name], x) for name in self.state_names]
-        step = functools.partial(self.step, **weights)  # a partial, not a lambda: nothing for autograph to rewrite
+        step = functools.partial(self.step, **weights)
         return functional.recurrence(step, states, x)
 
     def call(self, inputs, states):
