@@ -102,17 +102,8 @@ def extrapolation_plot(report: dict, path: Path, overwrite: bool = False) -> Pat
     axes.set_ylim(10.0**low, 10.0 ** max(high, low + 1))
     for index, centre in enumerate(overflowed):
         axes.axvline(centre, color="tab:red", linestyle=":", label="overflow" if index == 0 else None)
-    axes.set_xscale("log")
-    axes.set_yscale("log")
-    if exact:
-        axes.axhline(ERROR_FLOOR, color="grey", linestyle="--", linewidth=1, label=f"exact (0, drawn at {ERROR_FLOOR:g})")
-    axes.set_xlabel("input magnitude |x|")
-    axes.set_ylabel("relative error")
-    axes.set_title(f"y = {task['formula']}: error as inputs leave the training range")
-    axes.grid(True, which="major", alpha=0.3)
-    axes.legend(loc="best")
-    figure.tight_layout()
-    return _save(plt, figure, path, overwrite)
+    title = f"y = {task['formula']}: error as inputs leave the training range"
+    return _finish_error_plot(plt, figure, axes, exact, "input magnitude |x|", title, path, overwrite)
 
 
 def length_plot(report: dict, path: Path, overwrite: bool = False) -> Path:
@@ -148,13 +139,19 @@ def length_plot(report: dict, path: Path, overwrite: bool = False) -> Path:
     # Whole decades, with room above the largest error (a failed model sits just below 1).
     low, high = math.floor(math.log10(min(shown))), math.ceil(math.log10(max(shown)) + 0.1)
     axes.set_ylim(10.0**low, 10.0 ** max(high, low + 1))
+    title = f"y = {task['formula']}\nerror as sequences grow longer than in training"
+    return _finish_error_plot(plt, figure, axes, exact, "sequence length T (steps)", title, path, overwrite)
+
+
+def _finish_error_plot(plt, figure, axes, exact: bool, xlabel: str, title: str, path: Path, overwrite: bool) -> Path:
+    """Log-log axes, the line where exact (zero) errors are drawn, labels, legend; the file written."""
     axes.set_xscale("log")
     axes.set_yscale("log")
     if exact:
         axes.axhline(ERROR_FLOOR, color="grey", linestyle="--", linewidth=1, label=f"exact (0, drawn at {ERROR_FLOOR:g})")
-    axes.set_xlabel("sequence length T (steps)")
+    axes.set_xlabel(xlabel)
     axes.set_ylabel("relative error")
-    axes.set_title(f"y = {task['formula']}\nerror as sequences grow longer than in training")
+    axes.set_title(title)
     axes.grid(True, which="major", alpha=0.3)
     axes.legend(loc="best")
     figure.tight_layout()
