@@ -51,21 +51,23 @@ class SplitAdam(keras.optimizers.Optimizer):
             return
         super().build(var_list)
         self._m, self._v = self.add_optimizer_variables(var_list, ["m", "v"])
-        first_layer = var_list[0].path.rsplit("/", 1)[0] + "/" if var_list else ""
-        self._common = {}  # variable index -> (mc, vc), the common mode's moments, [1, out] each
+        first_layer = _path(var_list[0]).rsplit("/", 1)[0] + "/" if var_list else ""
+        self._common = {}  # variable index -> (mc, vc, rows): the common mode's moments, [1, out] each
         for index, variable in enumerate(var_list):
             if len(variable.shape) != 2 or variable.shape[0] < 2:
                 continue
             if self.split is None:
-                chosen = variable.path.startswith(first_layer)
+                chosen = _path(variable).startswith(first_layer)
             else:
-                chosen = any(re.search(pattern, variable.path) for pattern in self.split)
+                chosen = any(re.search(pattern, _path(variable)) for pattern in self.split)
             if chosen:
-                prefix = variable.path.replace("/", "_")
-                self._common[index] = tuple(
+                prefix = _path(variable).replace("/", "_").replace(":", "_")
+                moments = tuple(
                     self.add_variable((1, variable.shape[1]), dtype=variable.dtype, name=f"{prefix}_{kind}")
                     for kind in ("common_m", "common_v")
                 )
+                # read here: update_step may be handed the backend's variable, without the attribute
+                self._common[index] = (*moments, getattr(variable, "split_rows", None))
 
     def split_variables(self) -> list:
         """The variables whose common mode moves with its own moments (after `build`)."""
@@ -85,7 +87,7 @@ class SplitAdam(keras.optimizers.Optimizer):
             state,
             [{"w": variable}],
             optimizer.step_size(learning_rate, self.iterations),
-            rows=[getattr(variable, "split_rows", None)],
+            rows=[common[2] if common else None],
         )
         self.assign(self._m[index], new_state.m[0]["w"])
         self.assign(self._v[index], new_state.v[0]["w"])
@@ -96,3 +98,8 @@ class SplitAdam(keras.optimizers.Optimizer):
 
     def get_config(self):
         return {**super().get_config(), "split": self.split}
+
+
+def _path(variable) -> str:
+    """A Keras variable's path ('sequential/nau/w'); a plain tf.Variable's name."""
+    return getattr(variable, "path", None) or variable.name
