@@ -91,8 +91,13 @@ def threshold() -> float:
 
 def run(seed: int, optimizer: str, steps: int, limit: float) -> dict:
     stops = []
+
+    def watch(select, test):
+        stops.append(StopWhenSolved(select, test, limit))
+        return stops[0]
+
     started = time.perf_counter()
-    model, test, select = example(seed, optimizer, steps, watch=lambda s, t: stops.append(StopWhenSolved(s, t, limit)) or stops[0])
+    model, test, select = example(seed, optimizer, steps, watch=watch)
     seconds = time.perf_counter() - started
     (stop,) = stops
     return {

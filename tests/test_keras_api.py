@@ -198,7 +198,8 @@ def test_snap_selection_keeps_the_snapped_weights_only_when_better(target, snapp
     trained = [w.copy() for w in model.get_weights()]
     x, y = data(256)
     validation_y = y if target == "task" else model.predict(x, batch_size=1024, verbose=0)
-    model.compile(keras.optimizers.SGD(0.0), "mse", run_eagerly=True)  # weights stay: the choice is between them and their snap
+    # The weights stay (learning rate 0): the choice is between them and their snapped form.
+    model.compile(keras.optimizers.SGD(0.0), "mse", run_eagerly=True)
     select = SnapSelection(validation_data=(x, validation_y))
     model.fit(x, y, batch_size=256, epochs=2, callbacks=[select], verbose=0)
     assert select.best_snapped is snapped and select.best_epoch == 0  # epoch 1 ties: no change

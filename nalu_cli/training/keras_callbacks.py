@@ -131,9 +131,11 @@ class SnapSelection(keras.callbacks.Callback):
         self.model.set_weights(weights)  # training continues from its own weights
         for score, is_snapped, candidate in candidates:
             if math.isfinite(score) and score < self.best_mse:
-                self.best_mse, self.best_epoch, self.best_snapped, self.best_weights = score, epoch, is_snapped, candidate
+                self.best_mse, self.best_epoch, self.best_snapped = score, epoch, is_snapped
+                self.best_weights = candidate
                 if is_snapped and self.verbose:
-                    print(f"\nEpoch {epoch + 1}: SnapSelection selected the snapped weights (validation MSE {score:.3g}).")
+                    print(f"\nEpoch {epoch + 1}: SnapSelection selected the snapped weights "
+                          f"(validation MSE {score:.3g}).")
         if logs is not None:
             logs["selection_mse"], logs["snapped_selection_mse"] = trained, snapped
 
