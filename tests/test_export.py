@@ -80,6 +80,17 @@ def test_tflite_export_predicts_the_same_without_a_deprecation_warning(exported,
     assert not [w for w in caught if "deprecated" in str(w.message)], [str(w.message) for w in caught]
 
 
+def test_tflite_falls_back_to_tf_lite_quietly_without_litert(exported, inputs, reference, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # as if the tflite extra were not installed
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        output = predict_tflite(exported / "model.tflite", inputs)
+    np.testing.assert_allclose(output, reference, rtol=1e-5)
+    assert type(tflite_interpreter(exported / "model.tflite")).__module__.startswith("tensorflow.lite")
+    assert not [w for w in caught if "deprecated" in str(w.message)], [str(w.message) for w in caught]
+
+
 def test_tflite_runs_on_litert_where_it_is_installed(exported):
     pytest.importorskip("ai_edge_litert")  # the tflite extra; TensorFlow is already imported here
     assert type(tflite_interpreter(exported / "model.tflite")).__module__ == "ai_edge_litert.interpreter"
