@@ -234,12 +234,17 @@ def test_exported_model_carries_the_strengths(tmp_path):
     np.testing.assert_allclose(loaded.serve(x).numpy(), model.predict(x, verbose=0), rtol=1e-6)
 
 
-def test_a_keras_file_written_before_the_strength_existed_still_loads():
-    unit = nau_nmu().layers[0]
-    weights = np.full((IN, 2), 0.25, np.float32)
-    unit.load_own_variables({"0": weights})  # a unit saved before it had a strength: its weights only
-    np.testing.assert_array_equal(unit.w.numpy(), weights)
-    assert float(unit.regularizer_strength.numpy()) == 0.0
+def test_a_keras_file_written_before_the_strength_existed_still_loads(tmp_path, monkeypatch):
+    for unit in (NAU, NMU):  # as before nalu_cli.keras: no schedule on the class, no strength variable
+        monkeypatch.setattr(unit, "regularizer_schedule", (0.0, 0, 1))
+    old = nau_nmu(seed=4)
+    assert old.layers[0].regularizer_strength is None
+    old.save(tmp_path / "old.keras")
+    monkeypatch.undo()
+    loaded = keras.models.load_model(tmp_path / "old.keras")
+    for a, b in zip(loaded.trainable_weights, old.trainable_weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert [float(unit.regularizer_strength.numpy()) for unit in loaded.layers] == [0.0, 0.0]
 
 
 @pytest.mark.parametrize(
