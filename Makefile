@@ -10,7 +10,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[onnx,plot,ray,test]'
+	$(BIN)/pip install --quiet -e '.[onnx,plot,ray,test,tflite]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -56,12 +56,22 @@ def make_cell(unit: str, units: int, learn_initial_state: bool = True) -> Recurr
 
 
 def unit_layers(model: keras.Model) -> list[ArithmeticUnit]:
-    """The model's units in order (a recurrent model's cell first)."""
-    found = []
-    for layer in model.layers:
-        layer = layer.cell if isinstance(layer, keras.layers.RNN) else layer
-        if isinstance(layer, ArithmeticUnit):
-            found.append(layer)
+    """The model's units in order (a recurrent model's cell first), in any Keras model: at any depth
+    (the cell of a `keras.layers.RNN`, the layers of a nested model); a unit's own sublayers (an
+    ArithmeticCell's unit) are part of it."""
+    found, seen = [], set()
+
+    def visit(layer):
+        for sublayer in layer._layers:  # every layer Keras tracks under this one (RNN.cell, a model's layers)
+            if id(sublayer) in seen:
+                continue
+            seen.add(id(sublayer))
+            if isinstance(sublayer, ArithmeticUnit):
+                found.append(sublayer)
+            else:
+                visit(sublayer)
+
+    visit(model)
     return found
 
 

@@ -3,12 +3,20 @@
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
 
 from nalu_cli.config import ModelConfig
-from nalu_cli.export import SavedModelPredictor, load_keras_model, make_meta, write_model
+from nalu_cli.export import (
+    SavedModelPredictor,
+    load_keras_model,
+    make_meta,
+    predict_tflite,
+    tflite_interpreter,
+    write_model,
+)
 from nalu_cli.model import build_model
 from nalu_cli.rundir import KERAS_FILE, META_FILE, SAVED_MODEL_DIR
 from tests.conftest import invoke
@@ -64,17 +72,28 @@ def test_keras_export_predicts_the_same(exported, inputs, reference):
     np.testing.assert_allclose(np.asarray(model(inputs)), reference, rtol=1e-6)
 
 
-def test_tflite_export_predicts_the_same(exported, inputs, reference):
-    import tensorflow as tf
-
-    interpreter = tf.lite.Interpreter(model_path=str(exported / "model.tflite"))
-    input_detail = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(input_detail["index"], inputs.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(input_detail["index"], inputs)
-    interpreter.invoke()
-    output = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+def test_tflite_export_predicts_the_same_without_a_deprecation_warning(exported, inputs, reference):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        output = predict_tflite(exported / "model.tflite", inputs)
     np.testing.assert_allclose(output, reference, rtol=1e-5)
+    assert not [w for w in caught if "deprecated" in str(w.message)], [str(w.message) for w in caught]
+
+
+def test_tflite_falls_back_to_tf_lite_quietly_without_litert(exported, inputs, reference, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # as if the tflite extra were not installed
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        output = predict_tflite(exported / "model.tflite", inputs)
+    np.testing.assert_allclose(output, reference, rtol=1e-5)
+    assert type(tflite_interpreter(exported / "model.tflite")).__module__.startswith("tensorflow.lite")
+    assert not [w for w in caught if "deprecated" in str(w.message)], [str(w.message) for w in caught]
+
+
+def test_tflite_runs_on_litert_where_it_is_installed(exported):
+    pytest.importorskip("ai_edge_litert")  # the tflite extra; TensorFlow is already imported here
+    assert type(tflite_interpreter(exported / "model.tflite")).__module__ == "ai_edge_litert.interpreter"
 
 
 def test_onnx_export_predicts_the_same(exported, inputs, reference):

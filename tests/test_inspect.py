@@ -474,7 +474,8 @@ def test_a_bare_recurrent_saved_model_is_rebuilt_from_its_nested_cell_variables(
     np.testing.assert_array_equal(loaded.params[0]["initial_state"], [0.25, -0.25])
     roots = {"layer_1", "layer_2"}
     assert sorted(_weight_key(w.path, roots) for w in loaded.model.weights) == [
-        "layer_1/initial_state", "layer_1/unit/w", "layer_2/w"
+        "layer_1/initial_state", "layer_1/unit/regularizer_strength", "layer_1/unit/w",
+        "layer_2/regularizer_strength", "layer_2/w",
     ]
     # A model loaded from model.keras names its variables without the model and the RNN layer.
     assert _weight_key("layer_1/unit/w:0", roots) == _weight_key("nau_nmu_model/recurrence/layer_1/unit/w:0", roots)
@@ -484,6 +485,21 @@ def test_a_bare_recurrent_saved_model_is_rebuilt_from_its_nested_cell_variables(
         ("initial_state[0]", 0.25, 0.0),
         ("initial_state[1]", -0.25, 0.0),
     ]
+
+
+def test_a_bare_saved_model_written_before_units_had_a_regularizer_strength_still_loads(tmp_path, monkeypatch):
+    from nalu_cli.units import NAU, NMU
+
+    for unit in (NAU, NMU):  # units without a schedule have no strength variable, as before nalu_cli.keras
+        monkeypatch.setattr(unit, "regularizer_schedule", (0.0, 0, 1))
+    op, layers, params, expression = SOLVED["mul"]
+    path = saved_model(tmp_path, op, layers, params)
+    assert "regularizer_strength" not in (path / "saved_model.pb").read_bytes().decode("latin-1")
+    monkeypatch.undo()
+    loaded = load(path)
+    np.testing.assert_array_equal(loaded.params[0]["w"], params[0]["w"])
+    assert [float(unit.regularizer_strength.numpy()) for unit in loaded.layers] == [0.0, 0.0]
+    assert inspection.inspect(path)["expression"] == expression
 
 
 @pytest.mark.parametrize("unit", ["lstm", "gru"])

@@ -137,7 +137,8 @@ outputs = {}
 sequences = np.load(sys.argv[1].replace("x.npy", "sequences.npy"))
 for unit, path in saved_models.items():
     serve = tf.saved_model.load(path).signatures["serving_default"]
-    outputs[unit] = serve(x=tf.constant(sequences if unit.startswith("recurrent-") else x))["y"].numpy()
+    (y,) = serve(x=tf.constant(sequences if unit.startswith("recurrent-") else x)).values()  # "y"; model.export: "output_0"
+    outputs[unit] = y.numpy()
 nalu_cli_imported = any(name.startswith("nalu_cli") for name in sys.modules)
 
 import keras
@@ -179,6 +180,12 @@ def fresh_process(tmp_path_factory):
         paths[f"recurrent-{unit}"] = str(tmp_path / f"recurrent-{unit}")
         write_saved_model(model, make_meta({**task, "kind": "recurrent", "length": 10, "extrapolation_length": 1000},
                                            {"unit": unit}), tmp_path / f"recurrent-{unit}")
+    # Keras's own model.export of a model with regulariser strengths and constraints (nalu_cli.keras).
+    model = build_model(ModelConfig(layers=["nau", "nmu"]), input_size=10, seed=2)
+    for unit in model.layers:
+        unit.regularizer_strength.assign(0.5)
+    model.export(tmp_path / "keras-export", verbose=False)
+    expected["keras-export"], paths["keras-export"] = np.asarray(model(x)), str(tmp_path / "keras-export")
     model = build_model(ModelConfig(unit="nalu"), input_size=10, seed=3)
     model.save(tmp_path / "model.keras")
     expected["keras_file"] = np.asarray(model(x))
@@ -195,7 +202,7 @@ def fresh_process(tmp_path_factory):
 def test_every_unit_round_trips_through_a_plain_tensorflow_saved_model(fresh_process):
     loaded, expected = fresh_process
     assert not loaded["nalu_cli_imported"], "nalu_cli was imported"
-    for unit in [*STATIC_UNITS, *(f"recurrent-{unit}" for unit in RECURRENT_MODELS)]:
+    for unit in [*STATIC_UNITS, *(f"recurrent-{unit}" for unit in RECURRENT_MODELS), "keras-export"]:
         np.testing.assert_allclose(loaded[unit], expected[unit], rtol=1e-5, err_msg=unit)
 
 

@@ -45,6 +45,7 @@ def _model_from_saved_model(source: ModelSource, spec: tasks.TaskSpec):
 
     from nalu_cli.config import from_dict
     from nalu_cli.model import build_model, unit_layers
+    from nalu_cli.units.base import REGULARIZER_STRENGTH
 
     try:
         # The task's kind only: a cell-only unit (lstm) is valid on the recurrent task alone.
@@ -64,6 +65,8 @@ def _model_from_saved_model(source: ModelSource, spec: tasks.TaskSpec):
     for weight in model.weights:
         key = _weight_key(weight.path, roots)
         variables = saved.get(key, [])
+        if not variables and weight.name == REGULARIZER_STRENGTH:
+            continue  # a SavedModel written before units had one: it stays at 0
         if len(variables) != 1 or tuple(variables[0].shape) != tuple(weight.shape):
             raise NaluError(
                 f"SavedModel {source.saved_model} does not hold the weights of a {model_config.name} model "

@@ -53,13 +53,36 @@ def snap(path: Path, out: Path, overwrite: bool = False) -> dict:
 
 def snapped_params(loaded: Loaded) -> list[dict]:
     """Every layer's weights at their exact values; a NaluError naming a layer that has none."""
+    try:
+        return exact_params(loaded.layers, loaded.params)
+    except ValueError as error:
+        raise NaluError(str(error)) from None
+
+
+def exact_params(layers: list, params: list[dict]) -> list[dict]:
+    """Each unit layer's weights at their exact values (its `snap`); ValueError naming a layer that has none."""
     snapped = []
-    for layer, params in zip(loaded.layers, loaded.params):
-        exact, problem = snap_layer(layer, params)
+    for layer, layer_params in zip(layers, params):
+        exact, problem = snap_layer(layer, layer_params)
         if problem:
-            raise NaluError(f"cannot snap {layer.name} ({unit_name(layer)}): {problem}")
+            raise ValueError(f"cannot snap {layer.name} ({unit_name(layer)}): {problem}")
         snapped.append(exact)
     return snapped
+
+
+def snap_units(model) -> list[str]:
+    """Snap every nalu unit of a Keras model in place: each unit's weights to their exact values
+    (`nalu inspect --snap`'s rounding, without its check). Returns the snapped layers' names.
+
+    Any model: units at any depth, a cell inside `keras.layers.RNN` included; other layers are
+    left as they are. Raises ValueError naming a unit that has no exact form (NALU, ReLU, LSTM),
+    before any weight changes.
+    """
+    from nalu_cli.model import get_params, set_params, unit_layers
+
+    layers = unit_layers(model)
+    set_params(model, exact_params(layers, get_params(model)))
+    return [layer.name for layer in layers]
 
 
 def judge(loaded: Loaded, snapped: list[dict]) -> dict:

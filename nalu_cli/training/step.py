@@ -34,9 +34,9 @@ def regularizer_lambda(schedule: tuple[float, int, int], step):
     return scale * tf.clip_by_value(progress, 0.0, 1.0)
 
 
-def layer_schedules(layers, training: TrainingConfig) -> list[tuple[float, int, int]]:
-    """Each layer's published schedule, with any value the config sets taking its place."""
-    overrides = (training.regularizer_scale, training.regularizer_start, training.regularizer_end)
+def layer_schedules(layers, scale=None, start=None, end=None) -> list[tuple[float, int, int]]:
+    """Each layer's published schedule, with any value given (not None) taking its place."""
+    overrides = (scale, start, end)
     return [
         tuple(default if override is None else override for default, override in zip(layer.regularizer_schedule, overrides))
         for layer in layers
@@ -50,7 +50,7 @@ def make_chunk(forward, layers, replicas, training: TrainingConfig):
     stream and learns at `learning_rate * lr_scale[r]`; replicas not `active` keep their state.
     """
     lr, batch = training.learning_rate, training.batch_size
-    schedules = layer_schedules(layers, training)
+    schedules = layer_schedules(layers, training.regularizer_scale, training.regularizer_start, training.regularizer_end)
     split_rows = [getattr(layer, "split_rows", None) for layer in layers]  # a cell: its x_t rows
     # One replica runs without the replica axis: TF's batched matmul (and its gradient) costs
     # 3-4x a plain matmul for these tiny matrices on CPU (measured: 6.3k vs 25.6k steps/s).

@@ -1,7 +1,16 @@
-"""Common base of the arithmetic-unit layers: a Keras layer over pure functions of its weights."""
+"""Common base of the arithmetic-unit layers: a Keras layer over pure functions of its weights.
+
+The same hooks serve nalu's trainer (pure functions over replica-stacked tensors) and
+`model.fit`: a unit's weight ranges become Keras constraints (`Clip`), its sparsity penalty a
+Keras weight regulariser (`SparsityPenalty`) scaled by a non-trainable variable that
+`nalu_cli.keras.RegularizerSchedule` ramps with the optimiser's step.
+"""
 
 import keras
 from keras import ops
+
+# The name of a unit's non-trainable lambda variable (`ArithmeticUnit.regularizer_strength`).
+REGULARIZER_STRENGTH = "regularizer_strength"
 
 
 def positive_number(name: str, value) -> float:
@@ -25,7 +34,8 @@ class ArithmeticUnit(keras.layers.Layer):
             {-1, 0, 1} (gates at {0, 1}); drives sparsity error and snapping.
         regularizer(**params): sparsity penalty per replica (shape = leading axes),
             scaled by the trainer with `regularizer_schedule`.
-        clip(**params): parameters after each optimiser step (e.g. W in [-1, 1]).
+        clip(**params): parameters after each optimiser step: the base clips every weight in
+            `weight_ranges` (e.g. W in [-1, 1]).
         paths(**params): what a solved unit computes, as exact arithmetic (`nalu inspect`).
         gate(x, **params): for two-path units, the weight of the first path.
         snap(**params): parameters moved to the exact solution nearest them.
@@ -33,7 +43,14 @@ class ArithmeticUnit(keras.layers.Layer):
     Class attributes:
         regularizer_schedule: published (scale, start_step, end_step): lambda ramps
             linearly from 0 at start_step to scale at end_step.
+        weight_ranges: {weight name: (low, high)}, the range `clip` keeps it in.
         discrete_weight_names: one name per `discrete_weights` entry, for reports.
+
+    For `model.fit`, every weight in `weight_ranges` gets a `Clip` constraint (the optimiser
+    applies it after each step), and a unit with a published schedule has a non-trainable
+    scalar `regularizer_strength` (lambda, initially 0; saved with the model, inert at
+    inference) and its penalty `regularizer_strength * regularizer(**weights)` in
+    `layer.losses` (`SparsityPenalty`, carried by its first weight).
 
     Args:
         units: Positive integer, size of the output.
@@ -43,7 +60,9 @@ class ArithmeticUnit(keras.layers.Layer):
 
     weight_names: tuple[str, ...] = ()
     regularizer_schedule: tuple[float, int, int] = (0.0, 0, 1)
+    weight_ranges: dict[str, tuple[float, float]] = {}
     discrete_weight_names: tuple[str, ...] = ()
+    regularizer_strength = None  # built with the first weight for units with a published schedule
 
     def __init__(self, units, **kwargs):
         super().__init__(**kwargs)
@@ -51,6 +70,30 @@ class ArithmeticUnit(keras.layers.Layer):
             raise ValueError(f"`units` must be a positive integer. Received: units={units}")
         self.units = units
         self.input_spec = keras.layers.InputSpec(min_ndim=2)
+
+    def add_weight(self, *args, name=None, constraint=None, regularizer=None, **kwargs):
+        """Keras's `add_weight`; a weight in `weight_ranges` gets its `Clip` constraint, and the first
+        of `weight_names` carries the unit's whole sparsity penalty (`SparsityPenalty`), made with
+        the `regularizer_strength` variable it scales by when the unit has a published schedule."""
+        if constraint is None and name in self.weight_ranges:
+            constraint = Clip(*self.weight_ranges[name])
+        if self.regularizer_schedule[0] and self.weight_names and name == self.weight_names[0]:
+            self.regularizer_strength = super().add_weight(
+                name=REGULARIZER_STRENGTH, shape=(), initializer="zeros", trainable=False
+            )
+            regularizer = regularizer or SparsityPenalty(self)
+        return super().add_weight(*args, name=name, constraint=constraint, regularizer=regularizer, **kwargs)
+
+    def load_own_variables(self, store):
+        # A .keras file written before units had `regularizer_strength` holds every weight but
+        # that one, the last variable: load them and leave the strength at 0.
+        variables = self._trainable_variables + self._non_trainable_variables
+        if self.regularizer_strength is not None and len(store.keys()) == len(variables) - 1:
+            if variables[-1] is self.regularizer_strength:
+                for i, variable in enumerate(variables[:-1]):
+                    variable.assign(store[f"{i}"])
+                return
+        super().load_own_variables(store)
 
     def params(self) -> dict:
         return {name: getattr(self, name) for name in self.weight_names}
@@ -78,7 +121,10 @@ class ArithmeticUnit(keras.layers.Layer):
         return ops.max(ops.stack(errors), axis=0) if errors else 0.0
 
     def clip(self, **params) -> dict:
-        return params
+        return {
+            **params,
+            **{name: ops.clip(params[name], low, high) for name, (low, high) in self.weight_ranges.items()},
+        }
 
     def paths(self, **params) -> list[tuple[str, object]]:
         """The unit read as exact arithmetic: one (kind, [..., in, out] matrix) per path.
@@ -110,3 +156,45 @@ class ArithmeticUnit(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
+
+
+@keras.saving.register_keras_serializable(package="nalu")
+class Clip(keras.constraints.Constraint):
+    """Keeps a weight in [low, high] after every optimiser step: a unit's `weight_ranges` for `model.fit`.
+
+    Args:
+        low: Float, the smallest value a weight may take.
+        high: Float, the largest, above `low`.
+    """
+
+    def __init__(self, low, high):
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or not low < high:
+            raise ValueError(f"`low` must be a number below `high`. Received: low={low}, high={high}")
+        self.low, self.high = float(low), float(high)
+
+    def __call__(self, w):
+        return ops.clip(w, self.low, self.high)
+
+    def get_config(self):
+        return {"low": self.low, "high": self.high}
+
+
+class SparsityPenalty(keras.regularizers.Regularizer):
+    """A unit's penalty for `layer.losses`: `unit.regularizer_strength * unit.regularizer(**weights)`.
+
+    Keras hands a weight regulariser one variable; this one is attached to the unit's first
+    weight and computes from all of them (iNALU's and the gated unit's penalties span several).
+    Keras recomputes weight regularisers from the variables after the forward pass, outside any
+    loop, so the penalty also reaches `model.losses` for a unit inside `keras.layers.RNN`, where
+    `add_loss` from the cell's step (a `tf.while_loop`) fails. The layer builds it; it is not
+    serialised (the strength variable is, with the layer's weights).
+    """
+
+    def __init__(self, unit: ArithmeticUnit):
+        self.unit = unit
+
+    def __call__(self, weight):
+        unit = self.unit
+        penalty = ops.cast(unit.regularizer(**unit.params()), unit.regularizer_strength.dtype)
+        # The loss Keras sums it into is in floatx (a recurrent unit computes in float64).
+        return ops.cast(unit.regularizer_strength * penalty, keras.backend.floatx())

@@ -34,6 +34,7 @@ class Gated(ArithmeticUnit):
     MIX_MARGIN = 0.01
     discrete_weight_names = ("w_add", "mix")
     regularizer_schedule = (0.01, 5_000, 50_000)
+    weight_ranges = {"w_add": (-1.0, 1.0), "g_pow": (0.0, 1.0), "mix": (MIX_MARGIN, 1.0 - MIX_MARGIN)}
 
     def __init__(self, units, epsilon=1.1920929e-07, **kwargs):
         super().__init__(units, **kwargs)
@@ -59,14 +60,6 @@ class Gated(ArithmeticUnit):
 
     def discrete_weights(self, w_add, mix, **_):
         return [w_add, ops.expand_dims(mix, -2)]
-
-    def clip(self, w_add, g_pow, mix, **params):
-        return {
-            **params,
-            "w_add": ops.clip(w_add, -1.0, 1.0),
-            "g_pow": ops.clip(g_pow, 0.0, 1.0),
-            "mix": ops.clip(mix, self.MIX_MARGIN, 1.0 - self.MIX_MARGIN),
-        }
 
     def paths(self, w_add, w_pow, g_pow, **_):
         return [("sum", w_add), ("product", w_pow * ops.expand_dims(ops.clip(g_pow, 0.0, 1.0), -1))]

@@ -25,6 +25,7 @@ class NAU(ArithmeticUnit):
     weight_names = ("w",)
     discrete_weight_names = ("w",)
     regularizer_schedule = (0.01, 5_000, 50_000)
+    weight_ranges = {"w": (-1.0, 1.0)}
 
     def __init__(self, units, kernel_initializer=None, **kwargs):
         super().__init__(units, **kwargs)
@@ -44,9 +45,6 @@ class NAU(ArithmeticUnit):
 
     def discrete_weights(self, w, **_):
         return [w]
-
-    def clip(self, w, **params):
-        return {**params, "w": ops.clip(w, -1.0, 1.0)}
 
     def paths(self, w, **_):
         return [("sum", w)]

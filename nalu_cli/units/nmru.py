@@ -29,6 +29,7 @@ class NMRU(ArithmeticUnit):
     weight_names = ("w",)
     discrete_weight_names = ("w",)
     regularizer_schedule = (10.0, 50_000, 75_000)
+    weight_ranges = {"w": (0.0, 1.0)}
 
     def __init__(
         self, units, kernel_initializer=None, epsilon=1.1920929e-07, sign_retrieval=True, **kwargs
@@ -54,9 +55,6 @@ class NMRU(ArithmeticUnit):
 
     def discrete_weights(self, w, **_):
         return [w]
-
-    def clip(self, w, **params):
-        return {**params, "w": ops.clip(w, 0.0, 1.0)}
 
     def paths(self, w, **_):
         # At W in {0, 1}, x_i enters to the power W[i] (from x) minus W[in + i] (from 1/x).

@@ -22,6 +22,7 @@ class NMU(ArithmeticUnit):
     weight_names = ("w",)
     discrete_weight_names = ("w",)
     regularizer_schedule = (10.0, 1_000_000, 2_000_000)
+    weight_ranges = {"w": (0.0, 1.0)}
 
     def __init__(self, units, kernel_initializer=None, **kwargs):
         super().__init__(units, **kwargs)
@@ -39,9 +40,6 @@ class NMU(ArithmeticUnit):
 
     def discrete_weights(self, w, **_):
         return [w]
-
-    def clip(self, w, **params):
-        return {**params, "w": ops.clip(w, 0.0, 1.0)}
 
     def paths(self, w, **_):
         # W_ij x_i + 1 - W_ij is x_i ** W_ij at W_ij in {0, 1}.

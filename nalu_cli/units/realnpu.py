@@ -32,6 +32,7 @@ class RealNPU(ArithmeticUnit):
     weight_names = ("w_real", "g")
     discrete_weight_names = ("w_real", "g")
     regularizer_schedule = (1.0, 50_000, 75_000)
+    weight_ranges = {"g": (0.0, 1.0)}
 
     def __init__(
         self,
@@ -58,9 +59,6 @@ class RealNPU(ArithmeticUnit):
 
     def discrete_weights(self, w_real, g, **_):
         return [w_real, ops.expand_dims(ops.clip(g, 0.0, 1.0), -1)]  # g as [..., in, 1]
-
-    def clip(self, g, **params):
-        return {**params, "g": ops.clip(g, 0.0, 1.0)}
 
     def paths(self, w_real, g, **_):
         # At g_i = 1 the input enters as |x_i| ** W_r (times its sign term); at g_i = 0 it is 1.

@@ -108,6 +108,8 @@ class ArithmeticCell(RecurrentUnit):
         self.unit.build((*input_shape[:-1], input_shape[-1] + self.units))
         self.add_initial_states(trainable=self.learn_initial_state)
         self.split_rows = input_shape[-1]  # the unit's first rows read x_t, the rest h_{t-1} (split-adam)
+        for weight in self.unit.trainable_weights:
+            weight.split_rows = self.split_rows  # for nalu_cli.keras.SplitAdam, which sees variables only
         # An identity recurrence (Le, Jaitly & Hinton 2015, "IRNN"): a sum unit starts as an exact
         # accumulator h_t = h_{t-1} + x_t W_x and learns what to accumulate. The evidence here is
         # thin: NAU cells on a+b (10,000 steps) solved 2 of seeds 0-3 with it and 2 without, 6 of

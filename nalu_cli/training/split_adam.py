@@ -1,0 +1,105 @@
+"""`SplitAdam`: nalu's split-adam as a Keras optimiser, so any model can `compile` with it.
+
+Each step is `optimizer.update`, the function nalu's trainer runs, applied to one variable at
+a time: on the same gradients it takes the same steps (tests/test_keras_api.py checks it).
+"""
+
+from __future__ import annotations
+
+import re
+
+import keras
+from keras import ops
+
+from nalu_cli.training import optimizer
+
+
+@keras.saving.register_keras_serializable(package="nalu")
+class SplitAdam(keras.optimizers.Optimizer):
+    """Adam whose input-reading weight matrices move their common mode with moments of its own.
+
+    A matrix's gradient G is split into its mean over the input rows, C = mean_i G_ij, and the
+    rest G - C; each part has its own Adam moments and the step is the sum of the two Adam
+    steps (see `nalu_cli.training.optimizer.update`). Inputs that share a mean (U[1, 2] has
+    mean 1.5 everywhere) put one large common term in every input's gradient, and plain Adam
+    divides the small differences that tell the inputs apart by it. Other variables take
+    plain Adam steps. beta_1 = 0.9, beta_2 = 0.999, epsilon = 1e-7, as Keras's Adam.
+
+    Args:
+        learning_rate: A float, a `keras.optimizers.schedules.LearningRateSchedule` or a
+            callable, as for any Keras optimiser. Defaults to `0.001`.
+        split: Which weight matrices (2-D, more than one row) get split moments. `None`
+            (default): those of the first layer the optimiser is built on, the layer that
+            reads the inputs in a Sequential or functional model (nalu's trainer splits its
+            first layer only: splitting the second made its default model worse on a*b).
+            A list of strings: the matrices whose `variable.path` matches one of them
+            (`re.search`), e.g. `["nau"]`; `[]` gives plain Adam.
+        **kwargs: The base optimiser's arguments (`name`, `clipnorm`, `weight_decay`, ...).
+
+    A matrix whose variable has an integer attribute `split_rows` splits its first rows only
+    (an `ArithmeticCell`'s unit reads [x_t, h_{t-1}]; only the x_t rows share the inputs' mean).
+    """
+
+    def __init__(self, learning_rate=0.001, split=None, name="split_adam", **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        if split is not None and (isinstance(split, str) or not all(isinstance(p, str) for p in split)):
+            raise ValueError(f"`split` must be None or a list of strings. Received: split={split!r}")
+        self.split = None if split is None else list(split)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._m, self._v = self.add_optimizer_variables(var_list, ["m", "v"])
+        first_layer = _path(var_list[0]).rsplit("/", 1)[0] + "/" if var_list else ""
+        self._common = {}  # variable index -> (mc, vc, rows): the common mode's moments, [1, out] each
+        for index, variable in enumerate(var_list):
+            if len(variable.shape) != 2 or variable.shape[0] < 2:
+                continue
+            if self.split is None:
+                chosen = _path(variable).startswith(first_layer)
+            else:
+                chosen = any(re.search(pattern, _path(variable)) for pattern in self.split)
+            if chosen:
+                prefix = _path(variable).replace("/", "_").replace(":", "_")
+                moments = tuple(
+                    self.add_variable((1, variable.shape[1]), dtype=variable.dtype, name=f"{prefix}_{kind}")
+                    for kind in ("common_m", "common_v")
+                )
+                # read here: update_step may be handed the backend's variable, without the attribute
+                self._common[index] = (*moments, getattr(variable, "split_rows", None))
+
+    def split_variables(self) -> list:
+        """The variables whose common mode moves with its own moments (after `build`)."""
+        return [self._trainable_variables[index] for index in sorted(self._common)]
+
+    def update_step(self, gradient, variable, learning_rate):
+        index = self._get_variable_index(variable)
+        common = self._common.get(index)
+        state = optimizer.AdamState(
+            m=[{"w": self._m[index]}],
+            v=[{"w": self._v[index]}],
+            mc=[{"w": common[0]}] if common else [{}],
+            vc=[{"w": common[1]}] if common else [{}],
+        )
+        (new_weight,), new_state = optimizer.update(
+            [{"w": ops.cast(gradient, variable.dtype)}],
+            state,
+            [{"w": variable}],
+            optimizer.step_size(learning_rate, self.iterations),
+            rows=[common[2] if common else None],
+        )
+        self.assign(self._m[index], new_state.m[0]["w"])
+        self.assign(self._v[index], new_state.v[0]["w"])
+        if common:
+            self.assign(common[0], new_state.mc[0]["w"])
+            self.assign(common[1], new_state.vc[0]["w"])
+        self.assign(variable, new_weight["w"])
+
+    def get_config(self):
+        return {**super().get_config(), "split": self.split}
+
+
+def _path(variable) -> str:
+    """A Keras variable's path ('sequential/nau/w'); a plain tf.Variable's name."""
+    return getattr(variable, "path", None) or variable.name
