@@ -26,10 +26,11 @@ def build_model(model_config: ModelConfig, input_size: int, seed: int, kind: str
     first, second = model_config.layer_units
     name = f"{model_config.name.replace('-', '_')}_model"
     if kind == "recurrent":
+        cell = make_cell(first, model_config.hidden_size, model_config.learns_initial_state)
         return keras.Sequential(
             [
                 keras.Input((None, input_size), name="x"),
-                keras.layers.RNN(make_cell(first, model_config.hidden_size), name="recurrence", dtype=RECURRENT_DTYPE),
+                keras.layers.RNN(cell, name="recurrence", dtype=RECURRENT_DTYPE),
                 UNIT_LAYERS[second](1, name="layer_2", dtype=RECURRENT_DTYPE),
                 keras.layers.Activation("linear", dtype="float32", name="y"),  # float32 out, as static models
             ],
@@ -45,12 +46,13 @@ def build_model(model_config: ModelConfig, input_size: int, seed: int, kind: str
     )
 
 
-def make_cell(unit: str, units: int) -> RecurrentUnit:
-    """The recurrent cell for a unit name: Keras's LSTM / GRU cells, or any nalu unit as an ArithmeticCell."""
+def make_cell(unit: str, units: int, learn_initial_state: bool = True) -> RecurrentUnit:
+    """The recurrent cell for a unit name: Keras's LSTM / GRU cells (which always learn their
+    initial state), or any nalu unit as an ArithmeticCell."""
     cls = UNIT_LAYERS[unit]
     if issubclass(cls, RecurrentUnit):
         return cls(units, name="layer_1", dtype=RECURRENT_DTYPE)
-    return ArithmeticCell(unit, units, name="layer_1", dtype=RECURRENT_DTYPE)
+    return ArithmeticCell(unit, units, learn_initial_state, name="layer_1", dtype=RECURRENT_DTYPE)
 
 
 def unit_layers(model: keras.Model) -> list[ArithmeticUnit]:

@@ -258,6 +258,41 @@ def test_arithmetic_cell_config_round_trip_keeps_its_unit():
     assert (clone.unit_name, clone.units, type(clone.unit)) == ("nmu", 3, type(cell.unit))
 
 
+
+def test_a_cell_that_does_not_learn_its_initial_state_keeps_it_at_zero_in_fit_and_in_nalus_trainer():
+    """learn_initial_state=False: h_0 is a non-trainable 0 for Keras, and `clip` (which nalu's trainer
+    and polish apply after every step) pins it there; a learned one is left alone."""
+    rng = np.random.default_rng(7)
+    fixed, learned = ArithmeticCell("nau", 2, learn_initial_state=False), ArithmeticCell("nau", 2)
+    for cell in (fixed, learned):
+        cell.build((None, N))
+    assert [v.trainable for v in (fixed.initial_state, learned.initial_state)] == [False, True]
+    params = {name: rng.uniform(-1.6, 1.6, var.shape) for name, var in fixed.params().items()}
+    np.testing.assert_array_equal(np.asarray(fixed.clip(**params)["initial_state"]), [0.0, 0.0])
+    np.testing.assert_array_equal(np.asarray(learned.clip(**params)["initial_state"]), params["initial_state"])
+    assert ArithmeticCell.from_config(fixed.get_config()).learn_initial_state is False
+    with pytest.raises(ValueError, match="learn_initial_state"):
+        ArithmeticCell("nau", 2, learn_initial_state="no")
+    # Under model.fit: the unit's weights move, h_0 does not.
+    model = keras.Sequential([keras.Input((3, N)), keras.layers.RNN(ArithmeticCell("nau", 2, learn_initial_state=False)),
+                              keras.layers.Dense(1)])
+    cell = model.layers[0].cell
+    before = np.asarray(cell.unit.w).copy()
+    model.compile(keras.optimizers.Adam(0.1), "mse")
+    x = rng.uniform(1, 2, (32, 3, N)).astype("float32")
+    model.fit(x, x.sum(axis=(1, 2))[:, None], epochs=2, verbose=0)
+    assert not np.allclose(np.asarray(cell.unit.w), before)
+    np.testing.assert_array_equal(np.asarray(cell.initial_state), [0.0, 0.0])
+    # The config: the default model keeps h_0 at 0, named units learn it (stable-nalu's network).
+    model_config = lambda settings: resolve({"task": {"kind": "recurrent"}, "model": settings}).model  # noqa: E731
+    assert model_config({}).learns_initial_state is False
+    assert model_config({"layers": ["nau", "gated"]}).learns_initial_state is True
+    assert model_config({"learn_initial_state": True}).learns_initial_state is True
+    assert model_config({"unit": "nmu", "learn_initial_state": False}).learns_initial_state is False
+    default = build_model(model_config({}), N, seed=0, kind="recurrent")
+    assert unit_layers(default)[0].learn_initial_state is False
+
+
 # -- the recurrent task's config -------------------------------------------------------------------
 
 
