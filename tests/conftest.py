@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -25,6 +26,31 @@ def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+def metrics_without_timing(run):
+    """A run's metrics.jsonl without the figures no two runs share (seconds, speed)."""
+    import json
+
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in ("elapsed_seconds", "steps_per_second")}
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+    ]
+
+
+def weights(run):
+    from nalu_cli.export import load_keras_model
+    from nalu_cli.model import get_params
+
+    return get_params(load_keras_model(run / "model.keras"))
+
+
+def assert_same_weights(first, second):
+    import numpy as np
+
+    for layer_a, layer_b in zip(weights(first), weights(second)):
+        for name in layer_a:
+            np.testing.assert_array_equal(layer_a[name], layer_b[name])
+
+
 @pytest.fixture(scope="session")
 def add_run(tmp_path_factory):
     """A trained a+b run directory, made through the CLI, shared by the tests that read runs."""
@@ -32,6 +58,32 @@ def add_run(tmp_path_factory):
     result = invoke(*ADD_RUN_ARGS, "--out", out)
     assert result.exit_code == 0, result.output + result.stderr
     return out
+
+
+# A small run that trains in seconds (a NALU on a*b over 20 inputs, 1,000 steps, two chunks), for
+# the tests that interrupt, damage or resume a run and compare it with this one, uninterrupted.
+SMALL_RUN = ["--op", "mul", "--unit", "nalu", "--seed", "3"]
+SMALL_CONFIG = "task: {input_size: 20}\ntraining: {steps: 30000, eval_every: 500}\n"
+
+
+@pytest.fixture(scope="session")
+def trained_1000(tmp_path_factory):
+    """A finished 1,000-step run (SMALL_RUN), trained once, for the tests that damage or resume a copy."""
+    root = tmp_path_factory.mktemp("trained")
+    config = root / "small.yaml"
+    config.write_text(SMALL_CONFIG)
+    run = root / "run"
+    result = invoke("train", "--config", config, *SMALL_RUN, "--steps", "1000", "--out", run)
+    assert result.exit_code == 0, result.output + result.stderr
+    return run
+
+
+@pytest.fixture
+def run_copy(trained_1000, tmp_path):
+    """A copy of `trained_1000` this test may damage."""
+    import shutil
+
+    return Path(shutil.copytree(trained_1000, tmp_path / "run"))
 
 
 @pytest.fixture(scope="session")
