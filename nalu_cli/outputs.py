@@ -157,7 +157,8 @@ def recover(path: Path) -> bool:
 
     An abandoned backup (its lock free) is put back when `path` is missing or an unusable
     output nalu began (a run without a checkpoint), and named in one line on stderr when `path`
-    is usable (a run with a checkpoint, a whole SavedModel): the user chooses. Discards go.
+    is usable (a run with a checkpoint, a whole SavedModel): the user chooses. Discards go, and so
+    does a run directory begun in a temporary sibling (rundir.new_run_dir) whose writer is gone.
     """
     path = Path(path)
     if not path.name or path.name in (".", ".."):
@@ -168,6 +169,10 @@ def recover(path: Path) -> bool:
         with _locked_dir(Path(doomed)) as held:
             if held:
                 remove(Path(doomed))
+    for name in sorted(glob.glob(f"{pattern}.tmp-*")):  # a run begun by a process killed before it appeared
+        begun = Path(name)
+        if (begun / CONFIG_FILE).is_file() and (begun / LOCK_FILE).is_file() and not is_locked(begun):
+            remove(begun)
     for name in sorted(glob.glob(f"{pattern}.backup-*")):
         backup = Path(name)
         with _locked_dir(backup) as held:
@@ -183,7 +188,12 @@ def recover(path: Path) -> bool:
                 _note(f"{backup} holds the {kind} that was at {path} before a nalu process, killed while "
                       f"replacing it, began the one there now; delete it, or move it back to {path}")
                 continue
-            _put_back(path, backup)
+            try:
+                _put_back(path, backup)
+            except OSError as error:  # a read-only place: say where it is, and let a reader go on
+                _note(f"{backup} holds the {kind} that was at {path} when a nalu process replacing it was "
+                      f"killed; nalu cannot put it back ({error.strerror}): move it back to {path}")
+                continue
             _note(f"put back the {kind} at {path}: a nalu process replacing it was killed before it finished")
     return live
 

@@ -31,6 +31,7 @@ from nalu_cli.benchmark.worker import run_group
 from nalu_cli import magnitudes
 from nalu_cli.config import from_dict
 from nalu_cli.errors import NaluError, WriteError, as_write_error
+from nalu_cli.outputs import check_writable
 from nalu_cli.rundir import run_lock
 
 __all__ = [
@@ -94,15 +95,17 @@ def run_benchmark(
         try:
             append_results(out, fresh)
         except (OSError, WriteError) as error:
-            if as_write_error(error) is None:
+            failure = as_write_error(error, out / RESULTS_FILE)
+            if failure is None:
                 raise
-            raise NaluError(f"{as_write_error(error)}; the seeds finished before are kept: rerun the same command "
+            raise NaluError(f"{failure}; the seeds finished before are kept: rerun the same command "
                             "to resume once the disk has room or the place is writable") from None
         records.extend(fresh)
         if on_results:
             on_results(fresh)
 
     if work:
+        check_writable(out)  # results will be appended: a read-only place or a full disk is one line now
         with run_lock(out):
             repair_results(out)  # a line a kill cut short, before anything is appended to it
             runner(work, collect, workers or os.cpu_count() or 1, ray_address)

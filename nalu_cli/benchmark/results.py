@@ -65,10 +65,12 @@ def start_output(out: Path, key: str, description: dict) -> None:
         raise NaluError(f"{out} exists and is not a directory")
     if out.is_dir() and not (out / SETTINGS_FILE).exists() and any(out.iterdir()):
         raise NaluError(f"{out} is not a nalu benchmark directory; use another --out")
+    if out.is_dir() and _settings_key(out) == key:
+        return  # nothing to write yet: a finished benchmark shows its table from a read-only place too
     check_writable(out)  # before any work, so a read-only place or a full disk is one line
     out.mkdir(parents=True, exist_ok=True)
-    if _settings_key(out) != key:  # missing, or damaged (load_results found the results to be these settings')
-        atomic_write_text(out / SETTINGS_FILE, to_json({"key": key, **description}, indent=2) + "\n")
+    # missing, or damaged (load_results found the result lines to be of these settings)
+    atomic_write_text(out / SETTINGS_FILE, to_json({"key": key, **description}, indent=2) + "\n")
 
 
 def repair_results(out: Path) -> None:
