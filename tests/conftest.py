@@ -121,3 +121,14 @@ def recurrent_exported(recurrent_run, tmp_path_factory):
     result = invoke("export", recurrent_run, "--out", out, "--format", "keras", "--format", "onnx")
     assert result.exit_code == 0, result.output + result.stderr
     return out
+
+
+# A benchmark grid for tests of its files: trained by `fake_runner`, which makes one record per
+# seed without training (monkeypatch it into nalu_cli.benchmark.RUNNERS["local"]).
+GRID = dict(ops=["add"], units=["nac"], seeds=[0, 1, 2, 3], replicas=2, workers=1)
+
+
+def fake_runner(work, collect, workers, address):
+    for item in work:
+        collect([{"op": item["op"], "unit": item["unit"], "seed": seed, "settings": item["settings"],
+                  "success": seed % 2 == 0, "extrapolation_mse": seed / 10} for seed in item["seeds"]])

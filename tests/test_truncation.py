@@ -10,9 +10,8 @@ import shutil
 import pytest
 
 from nalu_cli import benchmark
-from nalu_cli.benchmark import runners
 from nalu_cli.rundir import read_run_config
-from tests.conftest import invoke
+from tests.conftest import GRID, fake_runner, invoke
 
 # Where a file is cut: nothing left, one byte, half, all but its last byte.
 OFFSETS = {"empty": lambda n: 0, "one byte": lambda n: 1, "half": lambda n: n // 2, "last byte - 1": lambda n: n - 1}
@@ -119,19 +118,8 @@ def test_a_saved_models_task_spec_cut_short_is_one_line(add_run, tmp_path, offse
 
 # -- a benchmark's results.jsonl and settings.json -----------------------------------------------------
 
-GRID = dict(ops=["add"], units=["nac"], seeds=[0, 1, 2, 3], replicas=2, workers=1)
-
-
-def fake_runner(work, collect, workers, address):
-    """Results without training (the file handling is what is tested): one record per seed, from the seed."""
-    for item in work:
-        collect([{"op": item["op"], "unit": item["unit"], "seed": seed, "settings": item["settings"],
-                  "success": seed % 2 == 0, "extrapolation_mse": seed / 10} for seed in item["seeds"]])
-
-
 @pytest.fixture
 def fake_benchmark(tmp_path, monkeypatch):
-    monkeypatch.setitem(runners.RUNNERS, "local", fake_runner)
     monkeypatch.setitem(benchmark.RUNNERS, "local", fake_runner)
     out = tmp_path / "bench"
     whole = benchmark.run_benchmark(out=out, **GRID)

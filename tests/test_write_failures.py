@@ -12,7 +12,16 @@ import sys
 
 import pytest
 
-from tests.conftest import SMALL_CONFIG, SMALL_RUN, assert_same_weights, invoke, metrics_without_timing
+from nalu_cli.errors import NaluError
+from tests.conftest import (
+    GRID,
+    SMALL_CONFIG,
+    SMALL_RUN,
+    assert_same_weights,
+    fake_runner,
+    invoke,
+    metrics_without_timing,
+)
 
 
 def writable(directory) -> bool:
@@ -143,6 +152,40 @@ def test_a_file_too_large_while_saving_the_model_keeps_the_old_one_and_resume_sa
     assert_same_weights(run, trained_1000)
 
 
+def test_a_file_too_large_while_exporting_over_an_old_export_puts_the_old_one_back(run_copy, tmp_path):
+    old = shutil.copytree(run_copy / "saved_model", tmp_path / "exported")  # an earlier export, to be replaced
+    before = snapshot(old)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, ((old / "saved_model.pb").stat().st_size // 2, hard))
+    try:
+        result = invoke("export", run_copy, "--out", old, "--overwrite")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    errors = error_lines(result)
+    assert result.exit_code == 2 and len(errors) == 1 and f"cannot write {old}" in errors[0], result.stderr
+    assert snapshot(old) == before and sorted(p.name for p in tmp_path.iterdir()) == ["exported", "run"]
+
+
+def test_a_benchmark_that_cannot_append_its_results_keeps_the_finished_seeds_and_resumes(tmp_path, monkeypatch):
+    from nalu_cli import benchmark
+
+    monkeypatch.setitem(benchmark.RUNNERS, "local", fake_runner)
+    out = tmp_path / "bench"
+    whole = benchmark.run_benchmark(out=tmp_path / "whole", **GRID)
+    benchmark.run_benchmark(out=out, **{**GRID, "seeds": [0, 1]})  # the first group
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, ((out / "results.jsonl").stat().st_size + 10, hard))  # a full disk
+    try:
+        with pytest.raises(NaluError) as error:  # the CLI prints a NaluError as its one line
+            benchmark.run_benchmark(out=out, **GRID)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert str(error.value).startswith(f"cannot write {out / 'results.jsonl'}: File too large; the seeds finished "
+                                       "before are kept: rerun the same command")
+    assert benchmark.run_benchmark(out=out, **GRID) == whole  # room again: the rest trains, nothing twice
+    assert len((out / "results.jsonl").read_text().splitlines()) == 4
+
+
 def test_a_real_process_under_a_file_size_limit_says_so_in_one_line_before_any_work(tmp_path):
     """`ulimit -f 0` in a real nalu process: the write probe fails (EFBIG, not SIGXFSZ), before TensorFlow loads."""
 
@@ -154,3 +197,18 @@ def test_a_real_process_under_a_file_size_limit_says_so_in_one_line_before_any_w
     assert completed.returncode == 2, completed.stderr
     assert completed.stderr.strip() == f"nalu: error: cannot write in {tmp_path}: File too large"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_finished_benchmark_and_a_run_in_a_read_only_place_can_still_be_read(tmp_path, add_run, monkeypatch):
+    """Nothing to write, nothing refused: a finished benchmark shows its results, a run evaluates,
+    and a backup a killed --overwrite left there, which nalu cannot put back, is named."""
+    from nalu_cli import benchmark
+
+    monkeypatch.setitem(benchmark.RUNNERS, "local", fake_runner)
+    place = tmp_path / "place"
+    whole = benchmark.run_benchmark(out=place / "bench", **GRID)
+    shutil.copytree(add_run / "saved_model", place / ".model.backup-12345")  # what a kill left
+    with read_only(place), read_only(place / "bench"):
+        assert benchmark.run_benchmark(out=place / "bench", **GRID) == whole
+        result = invoke("predict", place / "model", place / "x.csv")
+    assert result.exit_code == 2 and "nalu cannot put it back" in result.stderr and "no such file" in result.stderr
