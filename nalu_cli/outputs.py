@@ -252,6 +252,12 @@ def _locked_dir(path: Path | None):
         os.close(fd)  # closing the last descriptor drops the lock
 
 
+_NOTED: set[str] = set()
+
+
 def _note(message: str) -> None:
-    print(f"nalu: note: {message}", file=sys.stderr)
+    """One line on stderr, once per process (a command may check the same output twice)."""
+    if message not in _NOTED:
+        _NOTED.add(message)
+        print(f"nalu: note: {message}", file=sys.stderr)
 

@@ -60,30 +60,12 @@ def add_run(tmp_path_factory):
     return out
 
 
-# A small run that trains in seconds (a NALU on a*b over 20 inputs, 1,000 steps, two chunks), for
-# the tests that interrupt, damage or resume a run and compare it with this one, uninterrupted.
-SMALL_RUN = ["--op", "mul", "--unit", "nalu", "--seed", "3"]
-SMALL_CONFIG = "task: {input_size: 20}\ntraining: {steps: 30000, eval_every: 500}\n"
-
-
-@pytest.fixture(scope="session")
-def trained_1000(tmp_path_factory):
-    """A finished 1,000-step run (SMALL_RUN), trained once, for the tests that damage or resume a copy."""
-    root = tmp_path_factory.mktemp("trained")
-    config = root / "small.yaml"
-    config.write_text(SMALL_CONFIG)
-    run = root / "run"
-    result = invoke("train", "--config", config, *SMALL_RUN, "--steps", "1000", "--out", run)
-    assert result.exit_code == 0, result.output + result.stderr
-    return run
-
-
 @pytest.fixture
-def run_copy(trained_1000, tmp_path):
-    """A copy of `trained_1000` this test may damage."""
+def add_copy(add_run, tmp_path):
+    """A copy of `add_run` (a finished run) this test may damage."""
     import shutil
 
-    return Path(shutil.copytree(trained_1000, tmp_path / "run"))
+    return Path(shutil.copytree(add_run, tmp_path / "run"))
 
 
 @pytest.fixture(scope="session")

@@ -51,7 +51,7 @@ NAN_CONFIG = """\
 task: {op: add, input_size: 20, interpolation_range: [1000, 2000], extrapolation_range: [2000, 6000],
        validation_size: 100, test_size: 100}
 model: {unit: nmu}
-training: {steps: 500, eval_every: 250, snap_selection: false}
+training: {steps: 100, eval_every: 100, snap_selection: false}
 """
 
 
@@ -65,7 +65,7 @@ def test_a_run_whose_every_evaluation_overflows_ends_in_one_line_without_a_model
     result = invoke("train", "--config", config, "--out", run)
     assert result.exit_code == 2 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("nalu: error:")]
-    assert len(errors) == 1 and f"no evaluation of {run} up to step 500 had a finite interpolation MSE" in errors[0]
+    assert len(errors) == 1 and f"no evaluation of {run} up to step 100 had a finite interpolation MSE" in errors[0]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["selected_step"] is None and summary["interpolation_mse"] is None and not summary["success"]
     result = invoke("eval", run)

@@ -6,12 +6,16 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from nalu_cli.rundir import run_lock
-from tests.conftest import SMALL_CONFIG, SMALL_RUN, assert_same_weights, invoke, metrics_without_timing, weights
+from tests.conftest import assert_same_weights, invoke, metrics_without_timing, weights
+
+SMALL_RUN = ["--op", "mul", "--unit", "nalu", "--seed", "3"]
+SMALL_CONFIG = "task: {input_size: 20}\ntraining: {steps: 30000, eval_every: 500}\n"
 
 
 @pytest.fixture
@@ -145,6 +149,24 @@ def test_resuming_a_checkpoint_without_the_optimizer_state_is_one_clear_error(ru
     assert len(errors) == 1 and "checkpoint has no mc/0/" in errors[0]  # progress lines aside, one error
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+@pytest.fixture(scope="module")
+def trained_1000(tmp_path_factory):
+    """A finished 1,000-step run (SMALL_RUN), trained once for the tests that damage a copy of it."""
+    root = tmp_path_factory.mktemp("trained")
+    config = root / "small.yaml"
+    config.write_text(SMALL_CONFIG)
+    run = root / "run"
+    assert invoke("train", "--config", config, *SMALL_RUN, "--steps", "1000", "--out", run).exit_code == 0
+    return run
+
+
+@pytest.fixture
+def run_copy(trained_1000, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(trained_1000, tmp_path / "run"))
 
 
 def test_a_metrics_line_torn_by_a_kill_is_dropped_on_resume(run_copy):

@@ -55,57 +55,58 @@ DAMAGE = [
 
 @pytest.mark.parametrize("offset", OFFSETS)
 @pytest.mark.parametrize("name, command, words", DAMAGE, ids=[d[0] for d in DAMAGE])
-def test_a_damaged_run_file_is_one_line_naming_it(run_copy, plot_out, name, command, words, offset):
-    cut(run_copy / name, offset)
-    damaged = (run_copy / name).read_bytes()
-    result = invoke(*[arg.format(run=run_copy, png=plot_out) for arg in command])
+def test_a_damaged_run_file_is_one_line_naming_it(add_copy, plot_out, name, command, words, offset):
+    cut(add_copy / name, offset)
+    damaged = (add_copy / name).read_bytes()
+    result = invoke(*[arg.format(run=add_copy, png=plot_out) for arg in command])
     if name == "summary.json" and offset == "last byte - 1":  # only its final newline gone: still whole
         assert result.exit_code == 0 and plot_out.is_file(), result.stderr
         return
-    one_error(result, *[word.format(run=run_copy) for word in words])
-    assert (run_copy / name).read_bytes() == damaged and not plot_out.exists()
+    one_error(result, *[word.format(run=add_copy) for word in words])
+    assert (add_copy / name).read_bytes() == damaged and not plot_out.exists()
 
 
 @pytest.mark.parametrize("offset", ["empty", "one byte", "half"])
-def test_a_metrics_file_that_lost_lines_is_one_line_and_left_as_it_is(run_copy, offset):
-    metrics = run_copy / "metrics.jsonl"
+def test_a_metrics_file_that_lost_lines_is_one_line_and_left_as_it_is(add_copy, offset):
+    metrics = add_copy / "metrics.jsonl"
+    step = json.loads((add_copy / "checkpoint" / "state.json").read_text())["step"]
     cut(metrics, offset)
     damaged = metrics.read_bytes()
-    result = invoke("train", "--resume", run_copy)
-    one_error(result, run_copy / "metrics.jsonl", "the run's checkpoint is at step 1,000: lines were lost", "--overwrite")
+    result = invoke("train", "--resume", add_copy)
+    one_error(result, add_copy / "metrics.jsonl", f"the run's checkpoint is at step {step:,}: lines were lost", "--overwrite")
     assert metrics.read_bytes() == damaged
 
 
 @pytest.mark.parametrize("offset", OFFSETS)
-def test_a_config_cut_short_is_read_from_the_checkpoint(run_copy, trained_1000, offset):
-    cut(run_copy / "config.yaml", offset)
-    assert read_run_config(run_copy) == read_run_config(trained_1000)
+def test_a_config_cut_short_is_read_from_the_checkpoint(add_copy, add_run, offset):
+    cut(add_copy / "config.yaml", offset)
+    assert read_run_config(add_copy) == read_run_config(add_run)
 
 
 @pytest.mark.parametrize("offset", OFFSETS)
-def test_plot_draws_the_entries_before_a_torn_last_line(run_copy, plot_out, offset):
+def test_plot_draws_the_entries_before_a_torn_last_line(add_copy, plot_out, offset):
     """A run being written (or killed) may end in half a line: plot leaves it out, or says there is nothing."""
-    cut(run_copy / "metrics.jsonl", offset)
-    result = invoke("plot", run_copy, "--out", plot_out)
-    entries = (run_copy / "metrics.jsonl").read_text().count("\n")
+    cut(add_copy / "metrics.jsonl", offset)
+    result = invoke("plot", add_copy, "--out", plot_out)
+    entries = (add_copy / "metrics.jsonl").read_text().count("\n")
     if entries:
         assert result.exit_code == 0 and plot_out.is_file(), result.stderr
     else:
-        one_error(result, f"run {run_copy} has no metrics yet")
+        one_error(result, f"run {add_copy} has no metrics yet")
 
 
-def test_resume_writes_a_cut_config_metrics_and_summary_whole_again(run_copy, trained_1000):
+def test_resume_writes_a_cut_config_metrics_and_summary_whole_again(add_copy, add_run):
     """One resume of a finished run repairs all three: config.yaml from the checkpoint, metrics.jsonl
     without its torn tail, summary.json from the checkpoint."""
-    cut(run_copy / "config.yaml", "half")
-    cut(run_copy / "metrics.jsonl", "last byte - 1")  # the last line loses its newline
-    cut(run_copy / "summary.json", "half")
-    result = invoke("train", "--resume", run_copy)
+    cut(add_copy / "config.yaml", "half")
+    cut(add_copy / "metrics.jsonl", "last byte - 1")  # the last line loses its newline
+    cut(add_copy / "summary.json", "half")
+    result = invoke("train", "--resume", add_copy)
     assert result.exit_code == 0, result.stderr
     for name in ("config.yaml", "metrics.jsonl"):
-        assert (run_copy / name).read_bytes() == (trained_1000 / name).read_bytes(), name
+        assert (add_copy / name).read_bytes() == (add_run / name).read_bytes(), name
     timing = ("train_seconds", "wall_seconds", "steps_per_second", "polish_seconds")
-    summary, whole = (json.loads((run / "summary.json").read_text()) for run in (run_copy, trained_1000))
+    summary, whole = (json.loads((run / "summary.json").read_text()) for run in (add_copy, add_run))
     assert {k: v for k, v in summary.items() if k not in timing} == {k: v for k, v in whole.items() if k not in timing}
 
 

@@ -15,8 +15,6 @@ import pytest
 from nalu_cli.errors import NaluError
 from tests.conftest import (
     GRID,
-    SMALL_CONFIG,
-    SMALL_RUN,
     assert_same_weights,
     fake_runner,
     invoke,
@@ -94,42 +92,47 @@ def test_an_output_in_a_read_only_place_is_refused_before_any_work(add_run, tmp_
     assert snapshot(place) == before
 
 
+# A run that trains in about a second: three evaluations, no early stop.
+QUICK = "task: {op: add, input_size: 10, validation_size: 100, test_size: 100}\nmodel: {unit: linear}\n" \
+        "training: {steps: 300, eval_every: 100, early_stop: false}\n"
+
+
 def test_a_run_directory_turned_read_only_mid_run_keeps_its_checkpoint_and_resumes_to_the_same_result(
-        tmp_path, trained_1000, monkeypatch):
+        tmp_path, monkeypatch):
     from nalu_cli.training import callbacks
 
-    config = tmp_path / "small.yaml"
-    config.write_text(SMALL_CONFIG)
+    config = tmp_path / "quick.yaml"
+    config.write_text(QUICK)
+    assert invoke("train", "--config", config, "--out", tmp_path / "whole").exit_code == 0
     run = tmp_path / "run"
-    real_write, written = callbacks.write_checkpoint, []
+    real_write = callbacks.write_checkpoint
     turned = contextlib.ExitStack()
 
     def write_checkpoint(path, arrays, scalars):
-        written.append(scalars["step"])
-        if scalars["step"] == 500:  # the place turns read-only between two checkpoints
+        if scalars["step"] == 200:  # the place turns read-only between two checkpoints
             turned.enter_context(read_only(run))
         real_write(path, arrays, scalars)
 
     monkeypatch.setattr(callbacks, "write_checkpoint", write_checkpoint)
     with turned:
-        result = invoke("train", "--config", config, *SMALL_RUN, "--steps", "1000", "--out", run)
+        result = invoke("train", "--config", config, "--out", run)
     monkeypatch.undo()
     errors = error_lines(result)
     assert result.exit_code == 2 and len(errors) == 1, result.stderr
     assert f"cannot write {run / 'checkpoint'}" in errors[0]
     assert f"keeps its last checkpoint: continue with `nalu train --resume {run}`" in errors[0]
-    assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 0
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 100
 
     result = invoke("train", "--resume", run)  # the cause gone
     assert result.exit_code == 0, result.stderr
-    assert metrics_without_timing(run) == metrics_without_timing(trained_1000)
-    assert_same_weights(run, trained_1000)
+    assert metrics_without_timing(run) == metrics_without_timing(tmp_path / "whole")
+    assert_same_weights(run, tmp_path / "whole")
 
 
-def test_a_file_too_large_while_saving_the_model_keeps_the_old_one_and_resume_saves_it(run_copy, trained_1000):
+def test_a_file_too_large_while_saving_the_model_keeps_the_old_one_and_resume_saves_it(add_copy, add_run):
     """A file-size limit (what a full disk does to the largest file): the SavedModel, written last by
     TensorFlow, fails; the run's complete SavedModel stays, and resuming once there is room saves it."""
-    run = run_copy
+    run = add_copy
     saved_model = run / "saved_model"
     largest = (saved_model / "saved_model.pb").stat().st_size
     assert max(p.stat().st_size for p in run.glob("*.*") if p.is_file() and p.suffix != ".keras") < largest // 2
@@ -148,17 +151,17 @@ def test_a_file_too_large_while_saving_the_model_keeps_the_old_one_and_resume_sa
 
     result = invoke("train", "--resume", run)
     assert result.exit_code == 0, result.stderr
-    assert metrics_without_timing(run) == metrics_without_timing(trained_1000)
-    assert_same_weights(run, trained_1000)
+    assert metrics_without_timing(run) == metrics_without_timing(add_run)
+    assert_same_weights(run, add_run)
 
 
-def test_a_file_too_large_while_exporting_over_an_old_export_puts_the_old_one_back(run_copy, tmp_path):
-    old = shutil.copytree(run_copy / "saved_model", tmp_path / "exported")  # an earlier export, to be replaced
+def test_a_file_too_large_while_exporting_over_an_old_export_puts_the_old_one_back(add_copy, tmp_path):
+    old = shutil.copytree(add_copy / "saved_model", tmp_path / "exported")  # an earlier export, to be replaced
     before = snapshot(old)
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, ((old / "saved_model.pb").stat().st_size // 2, hard))
     try:
-        result = invoke("export", run_copy, "--out", old, "--overwrite")
+        result = invoke("export", add_copy, "--out", old, "--overwrite")
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     errors = error_lines(result)
