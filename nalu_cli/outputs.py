@@ -185,8 +185,8 @@ def recover(path: Path) -> bool:
             if kind == "SavedModel" and not is_saved_model(backup):
                 continue  # not something nalu writes: not nalu's to move
             if _usable(path, kind) or not _only_nalus(path):
-                _note(f"{backup} holds the {kind} that was at {path} before a nalu process, killed while "
-                      f"replacing it, began the one there now; delete it, or move it back to {path}")
+                _note(f"{backup} is the earlier {kind} at {path}, left by a nalu process killed while replacing "
+                      f"it; delete it to keep the new {path}, or move it back to {path}")
                 continue
             try:
                 _put_back(path, backup)
