@@ -60,6 +60,15 @@ def add_run(tmp_path_factory):
     return out
 
 
+# A run that trains in about a second (a linear model, three chunks, no early stop): for the tests
+# that interrupt a run and compare it with its uninterrupted twin.
+QUICK_CONFIG = """\
+task: {op: add, input_size: 10, validation_size: 100, test_size: 100}
+model: {unit: linear}
+training: {steps: 300, eval_every: 100, early_stop: false}
+"""
+
+
 @pytest.fixture
 def add_copy(add_run, tmp_path):
     """A copy of `add_run` (a finished run) this test may damage."""

@@ -15,6 +15,7 @@ import pytest
 from nalu_cli.errors import NaluError
 from tests.conftest import (
     GRID,
+    QUICK_CONFIG,
     assert_same_weights,
     fake_runner,
     invoke,
@@ -92,17 +93,12 @@ def test_an_output_in_a_read_only_place_is_refused_before_any_work(add_run, tmp_
     assert snapshot(place) == before
 
 
-# A run that trains in about a second: three evaluations, no early stop.
-QUICK = "task: {op: add, input_size: 10, validation_size: 100, test_size: 100}\nmodel: {unit: linear}\n" \
-        "training: {steps: 300, eval_every: 100, early_stop: false}\n"
-
-
 def test_a_run_directory_turned_read_only_mid_run_keeps_its_checkpoint_and_resumes_to_the_same_result(
         tmp_path, monkeypatch):
     from nalu_cli.training import callbacks
 
     config = tmp_path / "quick.yaml"
-    config.write_text(QUICK)
+    config.write_text(QUICK_CONFIG)
     assert invoke("train", "--config", config, "--out", tmp_path / "whole").exit_code == 0
     run = tmp_path / "run"
     real_write = callbacks.write_checkpoint
