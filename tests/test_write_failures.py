@@ -95,6 +95,9 @@ def test_an_output_in_a_read_only_place_is_refused_before_any_work(add_run, tmp_
 
 def test_a_run_directory_turned_read_only_mid_run_keeps_its_checkpoint_and_resumes_to_the_same_result(
         tmp_path, monkeypatch):
+    """A checkpoint that cannot be written: the previous one stays whole, nothing half-written is left
+    beside it, one line says how to go on, and the resumed run is its uninterrupted twin.
+    (A write cut off part-way, leaving a partial temporary, is the file-size-limit test below.)"""
     from nalu_cli.training import callbacks
 
     config = tmp_path / "quick.yaml"
@@ -118,6 +121,7 @@ def test_a_run_directory_turned_read_only_mid_run_keeps_its_checkpoint_and_resum
     assert f"cannot write {run / 'checkpoint'}" in errors[0]
     assert f"keeps its last checkpoint: continue with `nalu train --resume {run}`" in errors[0]
     assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 100
+    assert not [p.name for p in run.iterdir() if ".tmp-" in p.name]
 
     result = invoke("train", "--resume", run)  # the cause gone
     assert result.exit_code == 0, result.stderr
