@@ -1,10 +1,11 @@
 """Import TensorFlow quietly: its C++ start-up logs (oneDNN, CUDA probing) go to fd 2 before
 any Python logging is set up, and would bury the one-line messages nalu prints."""
 
+import contextlib
 import os
 import sys
 
-from nalu_cli.errors import debugging
+from nalu_cli.errors import WriteError, debugging
 
 
 def import_tensorflow():
@@ -46,3 +47,16 @@ def use_one_thread(tf) -> bool:
     except RuntimeError:  # the runtime already started in this process (e.g. inside a test)
         return False
     return True
+
+
+@contextlib.contextmanager
+def tensorflow_writes(path):
+    """TensorFlow fails a write with its own errors (under a file-size limit, an OutOfRangeError with
+    no message): as one WriteError naming `path`."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.OpError as error:
+        reason = (str(error.message or "").strip().splitlines() or [f"TensorFlow's {type(error).__name__}"])[0]
+        raise WriteError(f"cannot write {path}: {reason} (is the disk full, or the place read-only?)") from None

@@ -304,22 +304,29 @@ def validate(config: Config) -> Config:
 
 
 def load_yaml(path: Path) -> dict:
-    import yaml  # here, not at the top: `nalu --help` never reads YAML (18 ms of its start-up)
-
     path = Path(path)
     if not path.exists():
         raise NaluError(f"config file not found: {path}")
     if not path.is_file():
         raise NaluError(f"config path is not a file: {path}")
     try:
-        data = yaml.load(path.read_text(), Loader=_yaml_loader(yaml))
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise NaluError(f"cannot read config file {path}: {error}") from None
+    return parse_yaml(text, path)
+
+
+def parse_yaml(text: str, path: Path) -> dict:
+    """The settings in YAML `text` (read from `path`, which errors name): a mapping, or {} if empty."""
+    import yaml  # here, not at the top: `nalu --help` never reads YAML (18 ms of its start-up)
+
+    try:
+        data = yaml.load(text, Loader=_yaml_loader(yaml))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(error, "problem", None) or "invalid YAML"
         raise NaluError(f"malformed YAML in {path}{where}: {problem}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise NaluError(f"cannot read config file {path}: {error}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nalu_cli import tasks
+from nalu_cli import magnitudes, tasks
 from nalu_cli.config import check_domain, from_dict, parse_range
 from nalu_cli.errors import NaluError
 from nalu_cli.rundir import resolve_source
@@ -41,11 +41,13 @@ def finite_or_none(value: float) -> float | None:
 
 
 def relative_error(model_mse: float, target: np.ndarray) -> float | None:
-    """sqrt(MSE / mean(y^2)): error relative to the targets' size, comparable across ranges."""
+    """sqrt(MSE / mean(y^2)): error relative to the targets' size, comparable across ranges.
+    None where it has no value: a non-finite MSE, or targets that are all 0."""
     target = target.astype(np.float64)
-    if not math.isfinite(model_mse):
+    mean_square = float(np.mean(target * target)) if target.size else 0.0
+    if not math.isfinite(model_mse) or not mean_square > 0:
         return None
-    return finite_or_none(math.sqrt(model_mse / float(np.mean(target * target))))
+    return finite_or_none(math.sqrt(model_mse / mean_square))
 
 
 def random_baseline_mse(model_config, spec: tasks.TaskSpec, datasets: dict) -> dict:
@@ -200,6 +202,8 @@ def extrapolate(
         ranges = ranges or default_ranges(spec)
     for intervals in ranges:
         check_domain(spec.op, "--range", intervals)
+        for length in lengths or [None]:
+            magnitudes.check_evaluation(spec, intervals, length)
     predict = SavedModelPredictor(source.saved_model)
     rows = []
     for index, intervals in enumerate(ranges):

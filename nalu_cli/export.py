@@ -9,12 +9,14 @@ any length) and returning `y` of shape [None, 1]; it loads with plain
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from nalu_cli import __version__
 from nalu_cli.errors import NaluError
+from nalu_cli.outputs import check_apart, check_output, replacing
 from nalu_cli.rundir import (
     INPUT_NAME,
     KERAS_FILE,
@@ -22,10 +24,8 @@ from nalu_cli.rundir import (
     OUTPUT_NAME,
     ModelSource,
     atomic_path,
-    discard_backup,
-    prepare_output,
     resolve_source,
-    restore_backup,
+    rewrite_hint,
 )
 
 FORMATS = ("savedmodel", "keras", "tflite", "onnx")
@@ -61,8 +61,11 @@ def write_saved_model(model, meta: dict, path: Path) -> None:
         fn=lambda x: {OUTPUT_NAME: model(x, training=False)},
         input_signature=[tf.TensorSpec(input_shape(meta["task"]), tf.float32, name=INPUT_NAME)],
     )
+    from nalu_cli._tf import tensorflow_writes
+
     with atomic_path(path) as tmp:
-        archive.write_out(str(tmp), verbose=False)
+        with tensorflow_writes(path):
+            archive.write_out(str(tmp), verbose=False)
         (tmp / META_FILE).parent.mkdir(parents=True, exist_ok=True)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
 
@@ -131,13 +134,18 @@ def read_inputs(path: Path) -> np.ndarray:
         else:
             text = path.read_text()
             delimiter = "," if "," in text else None
-            data = np.loadtxt(path, delimiter=delimiter, ndmin=2, dtype=np.float64)
-    except (OSError, ValueError, UnicodeDecodeError) as error:
-        raise NaluError(f"cannot read inputs from {path}: {str(error).strip().splitlines()[0]}") from None
+            with warnings.catch_warnings():  # "input contained no data": said below, in one line
+                warnings.simplefilter("ignore", UserWarning)
+                data = np.loadtxt(path, delimiter=delimiter, ndmin=2, dtype=np.float64)
+    except (OSError, ValueError, EOFError, UnicodeDecodeError) as error:  # EOFError: an empty .npy
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise NaluError(f"cannot read inputs from {path}: {reason}") from None
     if data.ndim == 1:
         data = data[None, :]
     if not np.issubdtype(data.dtype, np.number):
         raise NaluError(f"inputs in {path} are not numbers")
+    if data.size == 0:
+        raise NaluError(f"{path} holds no inputs")
     return data
 
 
@@ -156,7 +164,8 @@ def predict(source_path: Path, input_path: Path) -> np.ndarray:
     return SavedModelPredictor(source.saved_model)(x)[:, 0]
 
 
-def load_keras_model(path: Path):
+def load_keras_model(path: Path, fix: str = ""):
+    """A .keras file as a Keras model, or one error naming it (and `fix`, what to do about damage)."""
     import keras
 
     import nalu_cli.units  # noqa: F401  (registers the unit layers for deserialisation)
@@ -164,7 +173,8 @@ def load_keras_model(path: Path):
     try:
         return keras.saving.load_model(str(path), compile=False)
     except Exception as error:  # keras raises many types for unreadable archives
-        raise NaluError(f"cannot load Keras model {path}: {str(error).strip().splitlines()[0]}") from None
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise NaluError(f"cannot load Keras model {path}: {reason}{'; ' + fix if fix else ''}") from None
 
 
 def export(source_path: Path, out: Path, formats: list[str], overwrite: bool = False) -> dict:
@@ -193,11 +203,12 @@ def export(source_path: Path, out: Path, formats: list[str], overwrite: bool = F
             "--format tflite cannot hold a recurrent model: its float64 loop over TensorList ops needs TF's "
             "Flex delegate, which TFLite interpreters lack; use savedmodel, keras or onnx"
         )
-    model = _source_keras_model(source) if ("keras" in formats or source.run_dir) else None
     out = Path(out)
-    backup = prepare_output(out, overwrite, kind="SavedModel")
+    check_apart(source.run_dir or source.saved_model, out)
+    check_output(out, overwrite, kind="SavedModel")  # before loading the model, so a refusal is immediate
+    model = _source_keras_model(source) if ("keras" in formats or source.run_dir) else None
     written = {}
-    try:
+    with replacing(out, overwrite, kind="SavedModel"):
         if model is not None:
             write_model(model, source.meta, out, out / KERAS_FILE if "keras" in formats else None)
         else:
@@ -209,10 +220,6 @@ def export(source_path: Path, out: Path, formats: list[str], overwrite: bool = F
             written["tflite"] = str(_write_tflite(out))
         if "onnx" in formats:
             written["onnx"] = str(_write_onnx(out, source.meta))
-    except BaseException:
-        restore_backup(out, backup)
-        raise
-    discard_backup(backup)
     return {"source": str(source_path), "out": str(out), "files": written, "task": source.meta["task"]}
 
 
@@ -222,7 +229,7 @@ def _source_keras_model(source: ModelSource):
     keras_path = source.run_dir / KERAS_FILE
     if not keras_path.is_file():
         raise NaluError(f"run {source.run_dir} has no {KERAS_FILE}")
-    return load_keras_model(keras_path)
+    return load_keras_model(keras_path, rewrite_hint(source.run_dir))
 
 
 def _copy_saved_model(source: ModelSource, out: Path) -> None:

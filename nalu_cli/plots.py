@@ -12,7 +12,17 @@ import math
 from pathlib import Path
 
 from nalu_cli.errors import NaluError
-from nalu_cli.rundir import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, atomic_path, is_run_dir, read_json
+from nalu_cli.outputs import check_writable, recover
+from nalu_cli.rundir import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    atomic_path,
+    is_run_dir,
+    read_json,
+    read_run_config,
+    rewrite_hint,
+)
 
 FIGURE_SIZE = (8.0, 5.0)  # inches
 DPI = 100  # so a figure is 800 x 500 pixels
@@ -48,6 +58,7 @@ def check_plot_path(path: Path, overwrite: bool) -> str:
         raise NaluError(f"{path} already exists; pass --overwrite to replace it")
     if not path.parent.is_dir():
         raise NaluError(f"cannot write {path}: directory {path.parent} does not exist")
+    check_writable(path.parent)
     return suffix
 
 
@@ -159,16 +170,19 @@ def _finish_error_plot(plt, figure, axes, exact: bool, xlabel: str, title: str, 
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
+    """A run's metrics entries. A last line cut short (a run being written, or killed) is left out;
+    any other line that is not an entry is one error."""
     path = Path(run_dir) / METRICS_FILE
+    lines = [(number, line) for number, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
     entries = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, line in lines:
         try:
             entry = json.loads(line)
             entry["step"]
         except (ValueError, KeyError, TypeError):
-            raise NaluError(f"corrupted metrics file {path} (line {number})") from None
+            if number == lines[-1][0]:
+                break
+            raise NaluError(f"{path} line {number} is not a metrics entry; restore the file") from None
         entries.append(entry)
     return entries
 
@@ -176,11 +190,11 @@ def read_metrics(run_dir: Path) -> list[dict]:
 def _title(run_dir: Path) -> str:
     summary_path = run_dir / SUMMARY_FILE
     if summary_path.is_file():
-        summary = read_json(summary_path)
+        summary = read_json(summary_path, rewrite_hint(run_dir))
         return f"y = {summary['formula']}  ({summary['unit']}, seed {summary['seed']})"
-    from nalu_cli import config, tasks
+    from nalu_cli import tasks
 
-    resolved = config.from_dict(config.load_yaml(run_dir / CONFIG_FILE))
+    resolved = read_run_config(run_dir)
     spec = tasks.TaskSpec.from_config(resolved.task, resolved.seed)
     return f"y = {spec.formula()}  ({resolved.model.name}, seed {resolved.seed}, in progress)"
 
@@ -189,6 +203,7 @@ def training_plot(run_dir: Path, path: Path | None = None, overwrite: bool = Fal
     """Loss, interpolation and extrapolation MSE against step (log scale), the success threshold,
     the selected checkpoint and the step the run was solved at. Default file: RUN/training_curves.png."""
     run_dir = Path(run_dir)
+    recover(run_dir)  # a run a killed `nalu train --overwrite` was replacing
     if not run_dir.exists():
         raise NaluError(f"no such file or directory: {run_dir}")
     if not is_run_dir(run_dir):
@@ -199,7 +214,7 @@ def training_plot(run_dir: Path, path: Path | None = None, overwrite: bool = Fal
     entries = read_metrics(run_dir)
     if not entries:
         raise NaluError(f"run {run_dir} has no metrics yet")
-    summary = read_json(run_dir / SUMMARY_FILE) if (run_dir / SUMMARY_FILE).is_file() else {}
+    summary = read_json(run_dir / SUMMARY_FILE, rewrite_hint(run_dir)) if (run_dir / SUMMARY_FILE).is_file() else {}
     steps = [entry["step"] for entry in entries]
 
     def series(key):

@@ -15,7 +15,9 @@ config), so eval and extrapolate need nothing else. No TensorFlow import here.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import glob
 import json
 import math
 import os
@@ -23,7 +25,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from nalu_cli.errors import NaluError
+from nalu_cli.errors import WRITE_ERRNOS, NaluError, WriteError
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -33,47 +35,165 @@ SUMMARY_FILE = "summary.json"
 TENSORBOARD_DIR = "tensorboard"
 CHECKPOINT_DIR = "checkpoint"
 LOCK_FILE = ".lock"
+STATE_FILE = "state.json"  # in CHECKPOINT_DIR: written last, so a checkpoint exists once it does
 META_FILE = Path("assets.extra") / "nalu.json"
 SAVED_MODEL_PB = "saved_model.pb"
+# Every name nalu writes at the top of a run directory or an exported SavedModel.
+NALU_NAMES = frozenset({
+    CONFIG_FILE, METRICS_FILE, KERAS_FILE, SAVED_MODEL_DIR, SUMMARY_FILE, TENSORBOARD_DIR, CHECKPOINT_DIR, LOCK_FILE,
+    "training_curves.png", SAVED_MODEL_PB, "variables", "assets", "assets.extra", "fingerprint.pb", "model.tflite",
+    "model.onnx",
+})
 INPUT_NAME = "x"
 OUTPUT_NAME = "y"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary sibling, then rename over `path`: readers see old or new, never half."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager
 def atomic_path(path: Path):
-    """Yield a temporary sibling path to write a file or directory into; move it into place on success."""
+    """Yield a temporary sibling path to write a file or directory into; move it into place on success.
+
+    A file replaces the old one in one rename; a directory is exchanged with the old one in one
+    step (Linux renameat2), so a kill leaves the old or the new at `path`, never neither.
+    """
     path = Path(path)
     # Keep the suffix: some writers (keras' .save) insist on it.
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    _remove(tmp)
+    with _named_failures(path):
+        remove(tmp)
     try:
-        yield tmp
+        with _named_failures(path):
+            yield tmp
     except BaseException:
-        _remove(tmp)
+        with contextlib.suppress(OSError):  # best effort: the place may refuse this too
+            remove(tmp)
         raise
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
-    if path.exists():
+    with _named_failures(path):
+        _into_place(tmp, path)
+
+
+@contextlib.contextmanager
+def _named_failures(path: Path):
+    """A failed write (disk full, read-only, ...) as a WriteError naming `path`, not a temporary sibling."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in WRITE_ERRNOS:
+            raise
+        raise WriteError(f"cannot write {path}: {error.strerror}") from None
+
+
+def _into_place(tmp: Path, path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        if _exchange(tmp, path):
+            remove(tmp)  # the old one, now
+            return
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")  # no exchange here: `restore_replaced` finds it
         os.replace(path, old)
+        os.replace(tmp, path)
+        remove(old)
+        return
     os.replace(tmp, path)
-    _remove(old)
 
 
-def _remove(path: Path) -> None:
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "renameat2"):
+        return False
+    at_cwd, exchange = -100, 2  # AT_FDCWD, RENAME_EXCHANGE
+    if libc.renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def restore_replaced(path: Path) -> None:
+    """A directory `atomic_path` was replacing without an exchange, when a kill came between its
+    two renames: the old one back at `path` (call with the directory's writer lock held)."""
+    path = Path(path)
+    if not path.exists():
+        for old in sorted(path.parent.glob(f".{glob.escape(path.name)}.old-*")):
+            os.replace(old, path)
+            return
+
+
+def remove(path: Path) -> None:
+    """Delete a file or a directory tree; nothing if it is not there."""
+    path = Path(path)
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+@contextlib.contextmanager
+def new_run_dir(out: Path, config_text: str):
+    """Create the run directory `out` whole (config.yaml, an empty metrics.jsonl, its lock held for
+    the block): made in a temporary sibling and renamed into place, so there is never a directory
+    at `out` that nalu could neither resume nor overwrite. `out` must not exist."""
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    remove(tmp)
+    tmp.mkdir()
+    try:
+        with run_lock(tmp):  # the lock file moves with the directory, still locked
+            atomic_write_text(tmp / CONFIG_FILE, config_text)
+            (tmp / METRICS_FILE).touch()
+            try:
+                os.rename(tmp, out)
+            except OSError as error:
+                if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                raise NaluError(f"{out} already exists; pass --overwrite to replace it") from None
+            yield
+    finally:
+        remove(tmp)  # left only if the rename did not happen
+
+
+def read_run_config(run_dir: Path, steps: int | None = None):
+    """The config a run was made with (config.yaml), `steps` replacing its step budget if given.
+
+    config.yaml is written whole (atomically), but a disk or a copy can cut it short: if it is
+    the beginning of the config the run's checkpoint carries, that config is the run's. Any other
+    problem is one error naming the file.
+    """
+    from nalu_cli.config import parse_yaml, resolve
+
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise NaluError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
+    whole = _checkpoint_config_text(Path(run_dir))
+    if whole is not None and text != whole and whole.startswith(text):
+        text = whole
+    try:
+        return resolve(parse_yaml(text, path), {"training": {"steps": steps}})
+    except NaluError as error:
+        raise NaluError(f"{path}: {error}; put it back, or start the run again with --overwrite") from None
+
+
+def _checkpoint_config_text(run_dir: Path) -> str | None:
+    """config.yaml as the run's checkpoint says it was, or None (no checkpoint, or one without a config)."""
+    from nalu_cli.config import dump_yaml, resolve
+
+    try:
+        saved = json.loads((run_dir / CHECKPOINT_DIR / STATE_FILE).read_text())["config"]
+        return dump_yaml(resolve(saved))
+    except (OSError, ValueError, KeyError, TypeError, NaluError):
+        return None
 
 
 def is_run_dir(path: Path) -> bool:
@@ -82,24 +202,6 @@ def is_run_dir(path: Path) -> bool:
 
 def is_saved_model(path: Path) -> bool:
     return (path / SAVED_MODEL_PB).is_file()
-
-
-def check_output(path: Path, overwrite: bool, kind: str) -> None:
-    """Refuse an existing output unless --overwrite, and never replace something nalu did not write."""
-    path = Path(path)
-    if not path.exists():
-        if path.parent.exists() and not path.parent.is_dir():
-            raise NaluError(f"cannot create {path}: {path.parent} is not a directory")
-        return
-    if not overwrite:
-        raise NaluError(f"{path} already exists; pass --overwrite to replace it")
-    if not path.is_dir():
-        raise NaluError(f"{path} exists and is not a directory; refusing to replace it")
-    ours = is_run_dir(path) if kind == "run" else is_saved_model(path)
-    if not ours and any(path.iterdir()):
-        raise NaluError(f"{path} is not a nalu {kind} directory; refusing to overwrite it")
-    if kind == "run" and is_locked(path):
-        raise NaluError(f"{path} is being written by another nalu process")
 
 
 @contextlib.contextmanager
@@ -132,34 +234,6 @@ def is_locked(path: Path) -> bool:
     return False
 
 
-def prepare_output(path: Path, overwrite: bool, kind: str) -> Path | None:
-    """`check_output`, then move an old output aside and return where it went (or None).
-
-    Restore it with `restore_backup` if the new write fails; `discard_backup` once it succeeds.
-    """
-    path = Path(path)
-    check_output(path, overwrite, kind)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return None
-    backup = path.with_name(f".{path.name}.backup-{os.getpid()}")
-    _remove(backup)
-    os.replace(path, backup)
-    return backup
-
-
-def restore_backup(path: Path, backup: Path | None) -> None:
-    if backup is None:
-        return
-    _remove(Path(path))
-    os.replace(backup, path)
-
-
-def discard_backup(backup: Path | None) -> None:
-    if backup is not None:
-        _remove(backup)
-
-
 @dataclass
 class ModelSource:
     """Where a trained model lives: its SavedModel, its metadata, and its run directory if any."""
@@ -171,7 +245,10 @@ class ModelSource:
 
 def resolve_source(path: Path) -> ModelSource:
     """A run directory or a bare SavedModel written by nalu, or a clear error."""
+    from nalu_cli.outputs import recover
+
     path = Path(path)
+    recover(path)  # a run or SavedModel a killed nalu was replacing
     if not path.exists():
         raise NaluError(f"no such file or directory: {path}")
     if not path.is_dir():
@@ -179,14 +256,19 @@ def resolve_source(path: Path) -> ModelSource:
     if is_run_dir(path):
         saved_model = path / SAVED_MODEL_DIR
         if not is_saved_model(saved_model):
+            summary = path / SUMMARY_FILE
+            if summary.is_file() and '"selected_step": null' in summary.read_text():
+                raise NaluError(f"run {path} has no model: none of its evaluations had a finite interpolation MSE "
+                                f"(see {summary})")
             raise NaluError(f"run {path} has no SavedModel yet ({saved_model} is missing)")
-        return ModelSource(saved_model, read_meta(saved_model), run_dir=path)
+        return ModelSource(saved_model, read_meta(saved_model, path), run_dir=path)
     if is_saved_model(path):
         return ModelSource(path, read_meta(path))
     raise NaluError(f"{path} is neither a nalu run directory nor a SavedModel")
 
 
-def read_meta(saved_model: Path) -> dict:
+def read_meta(saved_model: Path, run_dir: Path | None = None) -> dict:
+    """The task spec and model config a nalu SavedModel carries (`run_dir`: the run it belongs to)."""
     meta_path = saved_model / META_FILE
     if not meta_path.is_file():
         raise NaluError(f"SavedModel {saved_model} carries no task spec ({META_FILE} missing); "
@@ -195,8 +277,14 @@ def read_meta(saved_model: Path) -> dict:
         meta = json.loads(meta_path.read_text())
         meta["task"]["op"]
     except (ValueError, KeyError, TypeError):
-        raise NaluError(f"task spec {meta_path} is corrupted") from None
+        fix = rewrite_hint(run_dir) if run_dir else "export the model again (nalu export RUN --out DIR --overwrite)"
+        raise NaluError(f"task spec {meta_path} is damaged; {fix}") from None
     return meta
+
+
+def rewrite_hint(run_dir: Path) -> str:
+    """What to do about a damaged file a run writes from its checkpoint (its model, summary)."""
+    return f"`nalu train --resume {run_dir}` writes it again from the run's checkpoint"
 
 
 def jsonable(value):
@@ -217,10 +305,14 @@ def to_json(value, indent: int | None = None) -> str:
     return json.dumps(jsonable(value), indent=indent, allow_nan=False)
 
 
-def read_json(path: Path) -> dict:
+def read_json(path: Path, fix: str = "") -> dict:
+    """A JSON object from a file, or one error naming it (and `fix`, what to do about damage)."""
     try:
-        return json.loads(Path(path).read_text())
+        value = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise NaluError(f"missing file: {path}") from None
     except ValueError:
-        raise NaluError(f"corrupted JSON file: {path}") from None
+        value = None
+    if not isinstance(value, dict):
+        raise NaluError(f"{path} is damaged (not a JSON object){'; ' + fix if fix else ''}")
+    return value

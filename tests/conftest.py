@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -25,6 +26,31 @@ def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+def metrics_without_timing(run):
+    """A run's metrics.jsonl without the figures no two runs share (seconds, speed)."""
+    import json
+
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in ("elapsed_seconds", "steps_per_second")}
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+    ]
+
+
+def weights(run):
+    from nalu_cli.export import load_keras_model
+    from nalu_cli.model import get_params
+
+    return get_params(load_keras_model(run / "model.keras"))
+
+
+def assert_same_weights(first, second):
+    import numpy as np
+
+    for layer_a, layer_b in zip(weights(first), weights(second)):
+        for name in layer_a:
+            np.testing.assert_array_equal(layer_a[name], layer_b[name])
+
+
 @pytest.fixture(scope="session")
 def add_run(tmp_path_factory):
     """A trained a+b run directory, made through the CLI, shared by the tests that read runs."""
@@ -32,6 +58,23 @@ def add_run(tmp_path_factory):
     result = invoke(*ADD_RUN_ARGS, "--out", out)
     assert result.exit_code == 0, result.output + result.stderr
     return out
+
+
+# A run that trains in about a second (a linear model, three chunks, no early stop): for the tests
+# that interrupt a run and compare it with its uninterrupted twin.
+QUICK_CONFIG = """\
+task: {op: add, input_size: 10, validation_size: 100, test_size: 100}
+model: {unit: linear}
+training: {steps: 300, eval_every: 100, early_stop: false}
+"""
+
+
+@pytest.fixture
+def add_copy(add_run, tmp_path):
+    """A copy of `add_run` (a finished run) this test may damage."""
+    import shutil
+
+    return Path(shutil.copytree(add_run, tmp_path / "run"))
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +112,14 @@ def recurrent_exported(recurrent_run, tmp_path_factory):
     result = invoke("export", recurrent_run, "--out", out, "--format", "keras", "--format", "onnx")
     assert result.exit_code == 0, result.output + result.stderr
     return out
+
+
+# A benchmark grid for tests of its files: trained by `fake_runner`, which makes one record per
+# seed without training (monkeypatch it into nalu_cli.benchmark.RUNNERS["local"]).
+GRID = dict(ops=["add"], units=["nac"], seeds=[0, 1, 2, 3], replicas=2, workers=1)
+
+
+def fake_runner(work, collect, workers, address):
+    for item in work:
+        collect([{"op": item["op"], "unit": item["unit"], "seed": seed, "settings": item["settings"],
+                  "success": seed % 2 == 0, "extrapolation_mse": seed / 10} for seed in item["seeds"]])

@@ -30,6 +30,11 @@ YAML = {
     "recurrent_test_length_zero.yaml": "task: {kind: recurrent, extrapolation_length: 0}\n",
     "recurrent_input_4.yaml": "task: {kind: recurrent, input_size: 4}\n",
     "unknown_kind.yaml": "task: {kind: sequential}\n",
+    # Targets float32 cannot train on: too large (their squared errors overflow), too small (underflow), always 0.
+    "huge.yaml": "task: {op: mul, input_size: 20, interpolation_range: [1.0e+9, 2.0e+9]}\n",
+    "recurrent_huge.yaml": "task: {kind: recurrent, op: mul, interpolation_range: [1.0e+6, 2.0e+6]}\n",
+    "tiny.yaml": "task: {op: mul, interpolation_range: [1.0e-12, 2.0e-12], extrapolation_range: [2.0e-12, 3.0e-12]}\n",
+    "always_zero.yaml": "task: {op: sub, subsets: [[0, 5], [0, 5]]}\n",
 }
 
 CASES = [
@@ -79,6 +84,16 @@ CASES = [
     (["train", "--op", "add", "--seed", str(2**32), "--out", "{tmp}/big_seed"], "'seed' must be in [0, 2^32)"),
     (["benchmark", "--ops", "add", "--seeds", "0:5000000000", "--out", "{tmp}/bench"], "seeds in [0, 2^32)"),
     (["benchmark", "--ops", "add", "--seeds", "1000000000", "--out", "{tmp}/bench"], "at most 100,000 at a time"),
+    # Values float32 cannot hold, known from the config: said before any work, nothing written.
+    (["train", "--config", "{tmp}/huge.yaml"], "gives targets up to 1e+20: 10,000 squared errors that large overflow"),
+    (["train", "--config", "{tmp}/recurrent_huge.yaml"], "1,000 steps) gives targets up to"),
+    (["train", "--config", "{tmp}/tiny.yaml"], "their squared errors underflow float32"),
+    (["train", "--config", "{tmp}/always_zero.yaml"], "gives targets that are always 0"),
+    (["benchmark", "--config", "{tmp}/huge.yaml", "--ops", "mul", "--seeds", "2", "--out", "{tmp}/bench"],
+     "overflow float32"),
+    # Paths that are, or hold, the current directory.
+    (["train", "--op", "add", "--out", ".", "--overwrite"], "holds the current directory; refusing to replace it"),
+    (["benchmark", "--ops", "add", "--seeds", "1", "--out", "."], "is not a nalu benchmark directory"),
 ]
 
 
@@ -129,6 +144,18 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(workspace, args, expec
         (["predict", "{run}", "{tmp}/inf.npy"], "row 0 holds NaN or inf"),
         (["predict", "{run}", "{tmp}/words.csv"], "cannot read inputs"),
         (["predict", "{run}", "{tmp}"], "input path is not a file"),
+        (["predict", "{run}", "{tmp}/empty.npy"], "cannot read inputs from"),
+        (["predict", "{run}", "{tmp}/empty.csv"], "holds no inputs"),
+        (["predict", "{run}", "{tmp}/no_rows.npy"], "holds no inputs"),
+        # An output that is, holds or lies inside the model it is made from.
+        (["export", "{run}", "--out", "{run}", "--overwrite"], "the model it is made from; choose another"),
+        (["export", "{run}/saved_model", "--out", "{run}/saved_model", "--overwrite"], "the model it is made from"),
+        (["export", "{run}", "--out", "{run}/saved_model", "--overwrite"], "lies inside"),
+        (["export", "{run}/saved_model", "--out", "{run}", "--overwrite"], "holds"),
+        (["inspect", "{run}", "--snap", "--out", "{run}/saved_model", "--overwrite"], "lies inside"),
+        # Ranges whose targets float32 cannot hold.
+        (["extrapolate", "{run}", "--range", "1e37:2e37"], "gives targets up to 1e+39, beyond float32"),
+        (["extrapolate", "{run}", "--range", "0:1e-45"], "which float32 rounds to 0"),
     ],
 )
 def test_bad_input_against_a_real_run(add_run, tmp_path, args, expected):
@@ -138,6 +165,9 @@ def test_bad_input_against_a_real_run(add_run, tmp_path, args, expected):
     np.savetxt(tmp_path / "nan.csv", rows, delimiter=",")
     np.save(tmp_path / "inf.npy", np.full((1, 100), np.inf))
     (tmp_path / "words.csv").write_text("one,two,three\n")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    (tmp_path / "empty.csv").write_text("")
+    np.save(tmp_path / "no_rows.npy", np.zeros((0, 100), np.float32))
     before = snapshot(add_run)
     result = invoke(*[arg.format(run=add_run, tmp=tmp_path) for arg in args])
     check_one_line_error(result, expected)

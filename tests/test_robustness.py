@@ -11,30 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nalu_cli.export import load_keras_model
-from nalu_cli.model import get_params
 from nalu_cli.rundir import run_lock
-from tests.conftest import invoke
+from tests.conftest import assert_same_weights, invoke, metrics_without_timing, weights
 
 SMALL_RUN = ["--op", "mul", "--unit", "nalu", "--seed", "3"]
 SMALL_CONFIG = "task: {input_size: 20}\ntraining: {steps: 30000, eval_every: 500}\n"
-
-
-def metrics_without_timing(run):
-    return [
-        {k: v for k, v in json.loads(line).items() if k not in ("elapsed_seconds", "steps_per_second")}
-        for line in (run / "metrics.jsonl").read_text().splitlines()
-    ]
-
-
-def weights(run):
-    return get_params(load_keras_model(run / "model.keras"))
-
-
-def assert_same_weights(first, second):
-    for layer_a, layer_b in zip(weights(first), weights(second)):
-        for name in layer_a:
-            np.testing.assert_array_equal(layer_a[name], layer_b[name])
 
 
 @pytest.fixture
@@ -79,32 +60,6 @@ def test_same_seed_gives_bit_identical_weights_and_metrics(tmp_path, config_file
         assert invoke("train", *args).exit_code == 0
     assert_same_weights(tmp_path / "a", tmp_path / "b")
     assert metrics_without_timing(tmp_path / "a") == metrics_without_timing(tmp_path / "b")
-
-
-def test_crash_while_writing_a_checkpoint_leaves_the_previous_one_whole(tmp_path, config_file, monkeypatch):
-    from nalu_cli import training
-    from nalu_cli.training import checkpoint
-
-    run = tmp_path / "run"
-    real_savez = np.savez
-    calls = []
-
-    def savez_then_crash(file, **arrays):
-        calls.append(file)
-        if len(calls) == 3:  # the third checkpoint: write half a file, then die
-            with open(file, "wb") as handle:
-                handle.write(b"PK\x03\x04 half a zip")
-            raise OSError("disk full (simulated)")
-        real_savez(file, **arrays)
-
-    monkeypatch.setattr(checkpoint.np, "savez", savez_then_crash)
-    result = invoke("train", "--config", config_file, *SMALL_RUN, "--steps", "3000", "--out", run)
-    assert result.exit_code != 0
-    monkeypatch.setattr(checkpoint.np, "savez", real_savez)
-    arrays, scalars = training.read_checkpoint(run / "checkpoint")  # the second checkpoint, whole
-    assert scalars["step"] == 500
-    assert not [p for p in run.iterdir() if ".tmp-" in p.name]  # no half-written sibling left behind
-    assert invoke("train", "--resume", run).exit_code == 0
 
 
 def test_crash_while_writing_a_saved_model_keeps_the_old_one(add_run, tmp_path, monkeypatch):

@@ -17,11 +17,21 @@ from pathlib import Path
 from typing import Callable
 
 from nalu_cli.benchmark.grid import Cell, make_cells, parse_seeds, plan, settings_key
-from nalu_cli.benchmark.results import RESULTS_FILE, SETTINGS_FILE, append_results, load_results, start_output
+from nalu_cli.benchmark.results import (
+    RESULTS_FILE,
+    SETTINGS_FILE,
+    append_results,
+    load_results,
+    repair_results,
+    start_output,
+)
 from nalu_cli.benchmark.runners import RUNNERS
 from nalu_cli.benchmark.tables import markdown, mj_table, summarize, trask_table, wilson_interval
 from nalu_cli.benchmark.worker import run_group
-from nalu_cli.errors import NaluError
+from nalu_cli import magnitudes
+from nalu_cli.config import from_dict
+from nalu_cli.errors import NaluError, WriteError, as_write_error
+from nalu_cli.outputs import check_writable
 from nalu_cli.rundir import run_lock
 
 __all__ = [
@@ -64,6 +74,8 @@ def run_benchmark(
     if replicas < 1:
         raise NaluError(f"--replicas must be at least 1, got {replicas}")
     cells = make_cells(ops, units, base_settings or {}, steps, kind)
+    for cell in cells:
+        magnitudes.check_config(from_dict(cell.config), seeds)  # targets float32 cannot train on: before any work
     key = settings_key(cells, replicas, protocol)
     out = Path(out)
     wanted = {(cell.op, cell.unit, seed) for cell in cells for seed in seeds}
@@ -80,13 +92,22 @@ def run_benchmark(
     def collect(group_records: list[dict]) -> None:
         fresh = [r for r in group_records if cell_seed(r) not in have]
         have.update(cell_seed(r) for r in fresh)
-        append_results(out, fresh)
+        try:
+            append_results(out, fresh)
+        except (OSError, WriteError) as error:
+            failure = as_write_error(error, out / RESULTS_FILE)
+            if failure is None:
+                raise
+            raise NaluError(f"{failure}; the seeds finished before are kept: rerun the same command "
+                            "to resume once the disk has room or the place is writable") from None
         records.extend(fresh)
         if on_results:
             on_results(fresh)
 
     if work:
+        check_writable(out)  # results will be appended: a read-only place or a full disk is one line now
         with run_lock(out):
+            repair_results(out)  # a line a kill cut short, before anything is appended to it
             runner(work, collect, workers or os.cpu_count() or 1, ray_address)
     return sorted(records, key=lambda r: (ops.index(r["op"]), units.index(r["unit"]), r["seed"]))
 

@@ -20,7 +20,7 @@ from typer.exceptions import Abort, TyperException
 
 from nalu_cli import __version__
 from nalu_cli.cli import benchmark, export, reports, train
-from nalu_cli.errors import NaluError, debugging
+from nalu_cli.errors import NaluError, as_write_error, debugging
 
 
 class NaluGroup(TyperGroup):
@@ -33,6 +33,10 @@ class NaluGroup(TyperGroup):
             if debugging():
                 raise
             _fail(str(error))
+        except OSError as error:  # a full disk, a read-only directory: one line, like any user error
+            if debugging() or as_write_error(error) is None:
+                raise
+            _fail(str(as_write_error(error)))
         except TyperException as error:  # bad flags and arguments (typer's own click exceptions)
             if type(error).__name__ == "NoArgsIsHelpError":
                 print(error.format_message())

@@ -151,9 +151,10 @@ def inspect(
     if out is not None and not snap:
         raise NaluError("--out is only used with --snap")
     if snap:
-        from nalu_cli.rundir import check_output
+        from nalu_cli.outputs import check_apart, check_output
 
         check_output(out, overwrite, kind="SavedModel")  # before any work, so a refusal is one line
+        check_apart(path, out)
     import_tensorflow()
     from nalu_cli.inspection import inspect as run_inspect
     from nalu_cli.inspection import snap as run_snap

@@ -45,16 +45,19 @@ def train(
     Ctrl-C or SIGTERM ends the current chunk, checkpoints, and exits 130; --resume RUN continues.
     """
     from nalu_cli.config import load_yaml, parse_architecture, resolve
-    from nalu_cli.rundir import CONFIG_FILE, check_output
+    from nalu_cli.outputs import check_output, check_writable, recover
+    from nalu_cli.rundir import CONFIG_FILE, read_run_config
 
     if resume is not None:
         given = [name for name, value in (("--config", config_file), ("--op", op), ("--task", task), ("--seed", seed),
                  ("--lr", lr), ("--batch-size", batch_size), ("--unit", unit), ("--out", out)) if value is not None]
         if given or overwrite:
             raise NaluError(f"--resume continues a run as it was configured; drop {', '.join(given) or '--overwrite'}")
+        recover(resume)  # a run a killed `nalu train --overwrite` was replacing
         if not (resume / CONFIG_FILE).is_file():
             raise NaluError(f"{resume} is not a nalu run directory (no {CONFIG_FILE})")
-        config = resolve(load_yaml(resume / CONFIG_FILE), {"training": {"steps": steps}})
+        config = read_run_config(resume, steps)
+        check_writable(resume)
         out = resume
     else:
         settings = load_yaml(config_file) if config_file else {}
@@ -68,7 +71,10 @@ def train(
             },
         )
         out = out or default_run_dir(config)
-        check_output(out, overwrite, kind="run")  # before any output, so a refusal is one line
+        from nalu_cli.magnitudes import check_config
+
+        check_config(config)  # before any output, so a refusal is one line
+        check_output(out, overwrite, kind="run")
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     import_tensorflow()

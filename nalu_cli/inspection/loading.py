@@ -8,7 +8,7 @@ from typing import Any
 
 from nalu_cli import tasks
 from nalu_cli.errors import NaluError
-from nalu_cli.rundir import KERAS_FILE, ModelSource, resolve_source
+from nalu_cli.rundir import KERAS_FILE, ModelSource, resolve_source, rewrite_hint
 
 
 @dataclass
@@ -36,7 +36,7 @@ def _keras_model(source: ModelSource, spec: tasks.TaskSpec):
     from nalu_cli.export import load_keras_model
 
     if source.run_dir is not None and (source.run_dir / KERAS_FILE).is_file():
-        return load_keras_model(source.run_dir / KERAS_FILE)
+        return load_keras_model(source.run_dir / KERAS_FILE, rewrite_hint(source.run_dir))
     return _model_from_saved_model(source, spec)
 
 

@@ -13,7 +13,8 @@ from nalu_cli.evaluation import finite_or_none, mse, relative_error
 from nalu_cli.inspection.algebra import true_canon
 from nalu_cli.inspection.loading import Loaded, load, unit_name
 from nalu_cli.inspection.reading import read, snap_layer
-from nalu_cli.rundir import KERAS_FILE, check_output, discard_backup, prepare_output, restore_backup
+from nalu_cli.outputs import check_apart, check_output, replacing
+from nalu_cli.rundir import KERAS_FILE
 
 # A snapped model is checked on the extrapolation range scaled by this factor.
 FAR_FACTOR = 1e6
@@ -41,6 +42,7 @@ def snap(path: Path, out: Path, overwrite: bool = False) -> dict:
     """
     out = Path(out)
     check_output(out, overwrite, kind="SavedModel")  # before any work, so a refusal is immediate
+    check_apart(path, out)
     loaded = load(path)
     snapped = snapped_params(loaded)
     report = {"path": str(path), "out": str(out), **judge(loaded, snapped), "saved": False}
@@ -127,13 +129,8 @@ def save_snapped(loaded: Loaded, snapped: list[dict], path: Path, out: Path, ove
 
     set_params(loaded.model, snapped)
     meta = {**loaded.source.meta, "snapped_from": str(path)}
-    backup = prepare_output(out, overwrite, kind="SavedModel")
-    try:
+    with replacing(out, overwrite, kind="SavedModel"):
         write_model(loaded.model, meta, out, out / KERAS_FILE)
-    except BaseException:
-        restore_backup(out, backup)
-        raise
-    discard_backup(backup)
 
 
 def _far_sample(spec: tasks.TaskSpec):

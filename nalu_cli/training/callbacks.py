@@ -15,7 +15,8 @@ from typing import Callable
 
 import tensorflow as tf
 
-from nalu_cli.errors import NaluError
+from nalu_cli._tf import tensorflow_writes
+from nalu_cli.errors import NaluError, as_write_error
 from nalu_cli.rundir import CHECKPOINT_DIR, METRICS_FILE, TENSORBOARD_DIR, atomic_write_text, to_json
 from nalu_cli.training.checkpoint import write_checkpoint
 
@@ -48,18 +49,30 @@ class RunWriter(Callback):
     """
 
     def __init__(self, out: Path, group: list[int], stopwatch: Stopwatch, config: dict,
-                 on_progress: Callable[[dict], None] | None = None):
+                 on_progress: Callable[[dict], None] | None = None, on_checkpoint: Callable[[], None] | None = None):
         self.out, self.group, self.stopwatch = Path(out), group, stopwatch
         self.config, self.on_progress = config, on_progress  # the checkpoint carries the config that made it
-        self.tensorboard = tf.summary.create_file_writer(str(self.out / TENSORBOARD_DIR))
+        self.on_checkpoint = on_checkpoint  # told after each checkpoint is written
+        with tensorflow_writes(self.out / TENSORBOARD_DIR):
+            self.tensorboard = tf.summary.create_file_writer(str(self.out / TENSORBOARD_DIR))
         self.metrics = open(self.out / METRICS_FILE, "a")
 
     def __enter__(self) -> "RunWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.metrics.close()
-        self.tensorboard.close()
+    def __exit__(self, kind, error, trace) -> None:
+        failures = []
+        for close in (self.metrics.close, self._close_tensorboard):
+            try:
+                close()
+            except (OSError, NaluError) as failure:
+                failures.append(failure)
+        if failures and kind is None:  # after an error, that one is reported (closing on a full disk fails too)
+            raise as_write_error(failures[0], self.out) or failures[0]
+
+    def _close_tensorboard(self) -> None:
+        with tensorflow_writes(self.out / TENSORBOARD_DIR):
+            self.tensorboard.close()
 
     def on_evaluation(self, trainer, entries: list[dict]) -> None:
         chosen, seconds = trainer.chosen(self.group), self.stopwatch.seconds()
@@ -71,11 +84,16 @@ class RunWriter(Callback):
             "elapsed_seconds": round(seconds, 4),
             "steps_per_second": step / (seconds - trainer.polish_seconds) if step else 0.0,
         }
-        self.metrics.write(to_json(entry) + "\n")
-        self.metrics.flush()
+        try:
+            self.metrics.write(to_json(entry) + "\n")
+            self.metrics.flush()
+        except OSError as error:
+            raise as_write_error(error, self.out / METRICS_FILE) or error from None
         arrays, scalars = trainer.checkpoint().arrays_and_scalars()
         write_checkpoint(self.out / CHECKPOINT_DIR, arrays, {**scalars, "train_seconds": seconds, "config": self.config})
-        with self.tensorboard.as_default(step=step):
+        if self.on_checkpoint:
+            self.on_checkpoint()
+        with tensorflow_writes(self.out / TENSORBOARD_DIR), self.tensorboard.as_default(step=step):
             for key in TENSORBOARD_SCALARS:
                 if entry[key] is not None and math.isfinite(entry[key]):
                     tf.summary.scalar(key, entry[key])
@@ -83,12 +101,17 @@ class RunWriter(Callback):
             self.on_progress({**entry, "total_steps": self.config["training"]["steps"]})
 
 
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop metrics lines past the checkpoint (written after it, before a hard kill), and a last
-    line a kill cut short; any other line that is not a metrics entry is one clear error."""
-    if not path.exists():
-        return
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
+def truncate_metrics(path: Path, step: int | None) -> None:
+    """Rewrite metrics.jsonl with only the lines `kept_metrics` keeps."""
+    if path.exists():
+        atomic_write_text(path, "".join(line + "\n" for line in kept_metrics(path, step)))
+
+
+def kept_metrics(path: Path, step: int | None) -> list[str]:
+    """The metrics lines up to the checkpoint at `step` (None: no checkpoint, none): lines written
+    after it (before a hard kill) go, and so does a last line a kill cut short. Any other line that
+    is not a metrics entry, or a file that no longer reaches the checkpoint's step, is one error."""
+    lines = [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
     kept = []
     for number, line in enumerate(lines, start=1):
         try:
@@ -99,6 +122,11 @@ def truncate_metrics(path: Path, step: int) -> None:
                 break  # torn by a kill mid-write: the checkpoint is older than this line anyway
             raise NaluError(f"{path} line {number} is not a metrics entry; restore the file or "
                             "start the run again with --overwrite") from None
-        if entry_step <= step:
+        if step is not None and entry_step <= step:
             kept.append(line)
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
+    last = json.loads(kept[-1])["step"] if kept else None
+    if step is not None and last != step:  # each checkpoint is written after its metrics line
+        reached = f"ends at step {last:,}" if kept else "has no entries"
+        raise NaluError(f"{path} {reached} but the run's checkpoint is at step {step:,}: lines were lost; restore "
+                        "the file or start the run again with --overwrite")
+    return kept

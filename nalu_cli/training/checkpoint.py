@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from nalu_cli.errors import NaluError
-from nalu_cli.rundir import atomic_path, to_json
+from nalu_cli.rundir import STATE_FILE, atomic_path, to_json
 from nalu_cli.training.selection import ReplicaResult, ReplicaStatus
 
-ARRAYS_FILE, SCALARS_FILE = "state.npz", "state.json"
+ARRAYS_FILE, SCALARS_FILE = "state.npz", STATE_FILE  # state.json last: a checkpoint exists once it does
 
 
 @dataclass

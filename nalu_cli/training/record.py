@@ -15,7 +15,7 @@ def result_record(trainer, group: list[int], seed: int) -> dict:
         "seed": seed,
         "restarts": len(group),
         "chosen_restart": chosen - group[0],
-        "selected_step": result.selected_step,
+        "selected_step": result.selected_step if result.selected_params is not None else None,  # None: nothing finite
         "selected_snapped": result.snapped,
         "selected_polished": result.polished,
         "interpolation_mse": finite_or_none(result.interpolation_mse),

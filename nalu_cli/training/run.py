@@ -12,11 +12,13 @@ from typing import Callable
 
 import tensorflow as tf
 
+from nalu_cli import magnitudes
 from nalu_cli._tf import use_one_thread
-from nalu_cli.config import Config, dump_yaml, load_yaml, resolve
-from nalu_cli.errors import NaluError
+from nalu_cli.config import Config, dump_yaml, resolve
+from nalu_cli.errors import NaluError, WriteError, as_write_error
 from nalu_cli.export import make_meta, write_model
 from nalu_cli.model import set_params
+from nalu_cli.outputs import check_writable, recover, replacing
 from nalu_cli.rundir import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -25,14 +27,14 @@ from nalu_cli.rundir import (
     SAVED_MODEL_DIR,
     SUMMARY_FILE,
     atomic_write_text,
-    discard_backup,
     is_run_dir,
-    prepare_output,
-    restore_backup,
+    new_run_dir,
+    read_run_config,
+    restore_replaced,
     run_lock,
     to_json,
 )
-from nalu_cli.training.callbacks import RunWriter, Stopwatch, truncate_metrics
+from nalu_cli.training.callbacks import RunWriter, Stopwatch, kept_metrics, truncate_metrics
 from nalu_cli.training.checkpoint import has_checkpoint, read_checkpoint
 from nalu_cli.training.record import result_record
 from nalu_cli.training.replicas import Replica
@@ -53,25 +55,21 @@ def train(
 
     `should_stop` is asked between chunks: when it says yes, the run is checkpointed,
     its selected model saved, and the summary says stop_reason "interrupted"
-    (continue it with `resume`). A failure before the run exists leaves any old
-    run directory (moved aside for --overwrite) back in place.
+    (continue it with `resume`). With `overwrite`, an old run at `out` is moved aside and
+    deleted at the new run's first checkpoint (from then on the new one can be resumed);
+    a failure before that removes the new run and puts the old one back (outputs.replacing).
     """
     out = Path(out)
-    backup = prepare_output(out, overwrite, kind="run")
+    magnitudes.check_config(config)  # targets float32 cannot train on: refused before anything is written
+    replacement = None
     try:
-        out.mkdir(parents=True)
-    except FileExistsError:  # another process created it since the check
-        restore_backup(out, backup)
-        raise NaluError(f"{out} already exists; pass --overwrite to replace it") from None
-    try:
-        with run_lock(out):
-            atomic_write_text(out / CONFIG_FILE, dump_yaml(config))
-            summary = _run(config, out, on_progress, should_stop)
-    except BaseException:
-        restore_backup(out, backup)
-        raise
-    discard_backup(backup)
-    return summary
+        with replacing(out, overwrite, kind="run") as replacement, new_run_dir(out, dump_yaml(config)):
+            return _run(config, out, on_progress, should_stop, on_checkpoint=replacement.commit)
+    except (OSError, WriteError) as error:
+        failure = as_write_error(error)
+        if failure is None:
+            raise
+        raise _cannot_write(failure, out, kept=replacement is not None and replacement.committed) from None
 
 
 def resume(
@@ -80,22 +78,40 @@ def resume(
     on_progress: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> dict:
-    """Continue an interrupted run from its last checkpoint; ends where an uninterrupted run would."""
+    """Continue an interrupted run from its last checkpoint; ends where an uninterrupted run would.
+
+    A run killed before its first checkpoint starts again from step 0.
+    """
     out = Path(out)
+    recover(out)
     if not out.exists():
         raise NaluError(f"no such run directory: {out}")
     if not is_run_dir(out):
         raise NaluError(f"{out} is not a nalu run directory")
-    if not has_checkpoint(out / CHECKPOINT_DIR):
-        raise NaluError(f"run {out} has no checkpoint to resume from")
-    config = resolve(load_yaml(out / CONFIG_FILE))
-    if steps is not None:
-        config = resolve(config.to_dict(), {"training": {"steps": steps}})
-    with run_lock(out):
-        checkpoint = read_checkpoint(out / CHECKPOINT_DIR)
-        check_resumable(config, checkpoint[1], out)
-        atomic_write_text(out / CONFIG_FILE, dump_yaml(config))
-        return _run(config, out, on_progress, should_stop, checkpoint=checkpoint)
+    check_writable(out)
+    try:
+        with run_lock(out):
+            restore_replaced(out / CHECKPOINT_DIR)
+            checkpoint = read_checkpoint(out / CHECKPOINT_DIR) if has_checkpoint(out / CHECKPOINT_DIR) else None
+            config = read_run_config(out, steps)
+            if checkpoint is not None:
+                check_resumable(config, checkpoint[1], out)
+            kept_metrics(out / METRICS_FILE, checkpoint[1]["step"] if checkpoint else None)  # damage: an error now
+            atomic_write_text(out / CONFIG_FILE, dump_yaml(config))
+            return _run(config, out, on_progress, should_stop, checkpoint=checkpoint)
+    except (OSError, WriteError) as error:
+        failure = as_write_error(error)
+        if failure is None:
+            raise
+        raise _cannot_write(failure, out, kept=True) from None
+
+
+def _cannot_write(error: NaluError, out: Path, kept: bool) -> NaluError:
+    """A failed write as one line that says where the run is and how to go on."""
+    if kept:
+        return NaluError(f"{error}; the run keeps its last checkpoint: continue with `nalu train --resume {out}` "
+                         "once the disk has room or the place is writable")
+    return NaluError(f"{error}; {out} is as it was before this command")
 
 
 def check_resumable(config: Config, scalars: dict, out: Path) -> None:
@@ -124,7 +140,8 @@ def _flat(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def _run(config: Config, out: Path, on_progress, should_stop, checkpoint: tuple | None = None) -> dict:
+def _run(config: Config, out: Path, on_progress, should_stop, checkpoint: tuple | None = None,
+         on_checkpoint: Callable[[], None] | None = None) -> dict:
     started = time.perf_counter()
     training = config.training
     replicas = Replica.with_restarts(config, config.seed)
@@ -137,14 +154,20 @@ def _run(config: Config, out: Path, on_progress, should_stop, checkpoint: tuple 
         arrays, scalars = checkpoint
         trainer.restore(arrays, scalars)
         previous_seconds = float(scalars.get("train_seconds", 0.0))
-        truncate_metrics(out / METRICS_FILE, trainer.step)
+    truncate_metrics(out / METRICS_FILE, trainer.step if checkpoint is not None else None)
     stopwatch = Stopwatch(previous_seconds)
-    with RunWriter(out, restarts, stopwatch, config.to_dict(), on_progress) as writer:
+    with RunWriter(out, restarts, stopwatch, config.to_dict(), on_progress, on_checkpoint) as writer:
         trainer.fit(training.steps, training.eval_every, training.early_stop, [writer], should_stop, [restarts])
     train_seconds = stopwatch.seconds()
-    save_selected(trainer, restarts, config, out)
+    selected = trainer.results[trainer.chosen(restarts)].selected_params is not None
+    if selected:
+        save_selected(trainer, restarts, config, out)
     summary = summarize(trainer, restarts, config, train_seconds, wall_seconds=time.perf_counter() - started)
     atomic_write_text(out / SUMMARY_FILE, to_json(summary, indent=2) + "\n")
+    if not selected:  # every evaluation overflowed: there is no model, and summary.json says why
+        raise NaluError(f"no evaluation of {out} up to step {trainer.step:,} had a finite interpolation MSE, so it "
+                        "has no model to save; the model's outputs or its errors overflow float32 (try a smaller "
+                        "input range or learning rate)")
     return summary
 
 
