@@ -40,17 +40,41 @@ def test_replicas_differ_in_slices_init_and_data():
     assert first.init_seed != second.init_seed
 
 
-def test_training_in_chunks_equals_one_long_chunk():
+def test_training_in_chunks_equals_one_long_chunk(monkeypatch):
+    """Chunks, and the calls a chunk is cut into (to answer Ctrl-C), change no number."""
+    from nalu_cli.training.step import ChunkRunner
+
     config = config_for("nalu")
     replica = Replica.for_seed(config, 3)
+    monkeypatch.setattr(ChunkRunner, "_pace", lambda runner, steps, seconds: None)  # keep call_steps as set
     chunked = ReplicaTrainer(config.model, config.training, [replica])
+    chunked._chunk.call_steps = 7  # 100 steps as 15 calls
     for _ in range(4):
         chunked.train(100)
     whole = ReplicaTrainer(config.model, config.training, [replica])
+    whole._chunk.call_steps = 400  # one call
     whole.train(400)
     for a, b in zip(chunked.replica_params(0), whole.replica_params(0)):
         for name in a:
             np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_an_interrupt_abandons_the_chunk_and_leaves_the_trainer_at_its_last_evaluation():
+    """With eval_every far beyond one call, `should_stop` is asked between calls: the chunk's
+    steps are dropped and the trainer is as its last evaluation (the run's checkpoint) left it."""
+    import tensorflow as tf
+
+    config = config_for("nac")
+    trainer = ReplicaTrainer(config.model, config.training, [Replica.for_seed(config, 0)])
+    trainer.fit(0, 1, False)  # the step-0 evaluation
+    before = [leaf.numpy() for leaf in tf.nest.flatten(trainer.state)]
+    asked = []
+    # fit asks once before the chunk, the trainer after each call: stop at the third call's end
+    # (a trainer that asks only between chunks trains all 2,000,000 steps, a minute or two).
+    trainer.fit(2_000_000, 2_000_000, False, should_stop=lambda: asked.append(1) or len(asked) > 3)
+    assert trainer.interrupted and trainer.step == 0 and len(asked) == 4
+    for a, b in zip(before, [leaf.numpy() for leaf in tf.nest.flatten(trainer.state)]):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_selection_ignores_the_extrapolation_set():
@@ -175,18 +199,18 @@ def test_use_one_thread_takes_effect_in_a_fresh_process():
     assert out == ["1", "1"]
 
 
-def test_apply_if_finite_rolls_back_only_the_replicas_that_went_non_finite():
+def test_a_chunk_rolls_back_only_the_replicas_that_went_non_finite():
     import tensorflow as tf
 
     from nalu_cli.training.optimizer import AdamState
-    from nalu_cli.training.step import TrainState, apply_if_finite
+    from nalu_cli.training.step import ChunkRunner, TrainState
 
-    def chunk(start, n, state, active, lr_scale):  # replica 1's weights blow up, replica 2's loss does
+    def chunk(start, n, state, lr_scale, loss_sum):  # replica 1's weights blow up, replica 2's loss does
         params = [{"w": state.params[0]["w"] + tf.constant([[1.0], [np.inf], [1.0]])}]
-        return TrainState(params, state.optimizer), tf.constant([0.5, 0.5, np.nan])
+        return TrainState(params, state.optimizer), loss_sum + tf.cast(n, tf.float32) * tf.constant([0.5, 0.5, np.nan])
 
     state = TrainState([{"w": tf.zeros((3, 1))}], AdamState([{}], [{}], [{}], [{}]))
-    new_state, losses, finite = apply_if_finite(chunk)(0, 10, state, np.ones(3, bool), np.ones(3, np.float32))
+    new_state, losses, finite = ChunkRunner(chunk)(0, 10, state, np.ones(3, bool), np.ones(3, np.float32))
     assert finite.tolist() == [True, False, False]
     assert new_state.params[0]["w"].numpy()[:, 0].tolist() == [1.0, 0.0, 0.0]
     assert losses[0] == 0.5 and np.isnan(losses[1:]).all()

@@ -42,7 +42,8 @@ def train(
 ):
     """Train a model on the static or recurrent arithmetic task; write a run directory with SavedModel checkpoints.
 
-    Ctrl-C or SIGTERM ends the current chunk, checkpoints, and exits 130; --resume RUN continues.
+    Ctrl-C or SIGTERM stops within about a second, keeping the last checkpoint, and exits 130;
+    a second Ctrl-C stops at once. --resume RUN continues (also after kill -9).
     """
     from nalu_cli.config import load_yaml, parse_architecture, resolve
     from nalu_cli.outputs import check_output, check_writable, recover
@@ -93,28 +94,36 @@ def train(
         TextColumn("{task.fields[events]}{task.fields[speed]} steps/s ETA"),
         TimeRemainingColumn(compact=True),
     )
-    with Progress(*columns, console=console) as progress, _graceful_stop() as stop_requested:
-        bar = progress.add_task(
-            "train", total=config.training.steps, loss="-", interp="-", extrap="-", speed="-", events=""
-        )
-
-        def on_progress(entry: dict):
-            events = entry.get("divergence_events", 0)
-            progress.update(
-                bar,
-                completed=entry["step"],
-                loss=format_number(entry["loss"], digits=3),
-                interp=format_number(entry["interpolation_mse"], digits=3),
-                extrap=format_number(entry["extrapolation_mse"], digits=3),
-                speed=f"{entry['steps_per_second']:,.0f}",
-                events=f"[yellow]{events} divergence(s) restored[/] " if events else "",
+    try:
+        with Progress(*columns, console=console) as progress, _graceful_stop() as stop_requested:
+            bar = progress.add_task(
+                "train", total=config.training.steps, loss="-", interp="-", extrap="-", speed="-", events=""
             )
 
-        if resume:
-            summary = training.resume(resume, steps, on_progress=on_progress, should_stop=stop_requested)
+            def on_progress(entry: dict):
+                events = entry.get("divergence_events", 0)
+                progress.update(
+                    bar,
+                    completed=entry["step"],
+                    loss=format_number(entry["loss"], digits=3),
+                    interp=format_number(entry["interpolation_mse"], digits=3),
+                    extrap=format_number(entry["extrapolation_mse"], digits=3),
+                    speed=f"{entry['steps_per_second']:,.0f}",
+                    events=f"[yellow]{events} divergence(s) restored[/] " if events else "",
+                )
+
+            if resume:
+                summary = training.resume(resume, steps, on_progress=on_progress, should_stop=stop_requested)
+            else:
+                summary = training.train(config, out, overwrite, on_progress=on_progress, should_stop=stop_requested)
+            progress.update(bar, completed=summary["steps_trained"])
+    except KeyboardInterrupt:  # a second Ctrl-C: no summary, no SavedModel of this process
+        if overwrite:
+            print(f"stopped at once; {out} is the run it replaced, as it was", file=sys.stderr)
         else:
-            summary = training.train(config, out, overwrite, on_progress=on_progress, should_stop=stop_requested)
-        progress.update(bar, completed=summary["steps_trained"])
+            print(f"stopped at once; continue from the last checkpoint with: nalu train --resume {out}",
+                  file=sys.stderr)
+        raise typer.Exit(130) from None
     _print_train_summary(summary, out)
     if summary["stop_reason"] == "interrupted":
         print(f"interrupted at step {summary['steps_trained']:,}; continue with: nalu train --resume {out}",
@@ -130,7 +139,8 @@ def default_run_dir(config) -> Path:
 
 @contextlib.contextmanager
 def _graceful_stop():
-    """First Ctrl-C / SIGTERM: finish the current chunk, then stop cleanly. A second Ctrl-C: stop now."""
+    """First Ctrl-C / SIGTERM: stop at the trainer's next call (step.CALL_SECONDS), checkpointed.
+    A second Ctrl-C: stop now."""
     requested = []
 
     def handler(signum, frame):

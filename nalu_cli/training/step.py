@@ -2,13 +2,15 @@
 
 A step draws its batch in-graph (tasks.sample_batch_tf, a counter-based stream, so step k's
 batch is the same in any chunking), takes the gradient of MSE plus the scheduled sparsity
-penalty, applies the optimiser and each unit's `clip`. `apply_if_finite` wraps a chunk so
-that no replica ever keeps a non-finite state.
+penalty, applies the optimiser and each unit's `clip`. `ChunkRunner` runs a chunk of any
+length as calls of about CALL_SECONDS each (an interrupt is answered between them) and,
+like optax's apply_if_finite, lets no replica keep a non-finite state.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import time
+from typing import Callable, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -17,6 +19,13 @@ from nalu_cli import tasks
 from nalu_cli.config import TrainingConfig
 from nalu_cli.training import optimizer
 
+# How long one compiled call runs, about (seconds). A chunk of eval_every steps is split into
+# calls this long, so that Ctrl-C is answered within about this time however large eval_every
+# is (Python runs signal handlers only between calls). The calls carry the state and the loss
+# sum on: how a chunk is split changes no number. Measured cost: see README "Speed".
+CALL_SECONDS = 0.25
+# The first call also compiles: a few steps, then calls sized by the rate measured.
+FIRST_CALL_STEPS = 100
 
 class TrainState(NamedTuple):
     """What the compiled chunk carries: the weights and the optimiser's moments, replica axis first."""
@@ -44,10 +53,11 @@ def layer_schedules(layers, scale=None, start=None, end=None) -> list[tuple[floa
 
 
 def make_chunk(forward, layers, replicas, training: TrainingConfig):
-    """chunk(start, n, state, active, lr_scale) -> (state, mean MSE per replica over the n steps).
+    """chunk(start, n, state, lr_scale, loss_sum) -> (state after steps start..start+n-1, loss_sum
+    plus each of those steps' MSE, per replica).
 
     `forward(params, x)` is the model's pure forward pass; replica r draws from its own
-    stream and learns at `learning_rate * lr_scale[r]`; replicas not `active` keep their state.
+    stream and learns at `learning_rate * lr_scale[r]`.
     """
     lr, batch = training.learning_rate, training.batch_size
     schedules = layer_schedules(layers, training.regularizer_scale, training.regularizer_start, training.regularizer_end)
@@ -74,7 +84,7 @@ def make_chunk(forward, layers, replicas, training: TrainingConfig):
 
     # plain graph code (no Python control flow to convert), compiled whole by XLA; see README "Speed".
     @tf.function(reduce_retracing=True, autograph=False, jit_compile=True)
-    def chunk(start, n, state, active, lr_scale):
+    def chunk(start, n, state, lr_scale, loss_sum):
         replica_lr = lr * (lr_scale[0] if single else lr_scale)  # one learning rate per replica
 
         def body(i, state, loss_sum):
@@ -91,33 +101,53 @@ def make_chunk(forward, layers, replicas, training: TrainingConfig):
             params = [layer.clip(**p) for layer, p in zip(layers, params)]
             return i + 1, TrainState(params, moments), loss_sum + mse
 
-        initial = (tf.constant(0, tf.int64), to_compute(state), tf.zeros([len(replicas)]))
+        initial = (tf.constant(0, tf.int64), to_compute(state), loss_sum)
         _, new_state, loss_sum = tf.while_loop(lambda i, *_: i < n, body, initial, parallel_iterations=1)
-        # Finished or diverged replicas keep their state (computed, then discarded: cheaper than masking per step).
-        new_state = tf.nest.map_structure(lambda new, old: where(active, new, old), from_compute(new_state), state)
-        return new_state, loss_sum / tf.cast(n, tf.float32)
+        return from_compute(new_state), loss_sum
 
     return chunk
 
 
-def apply_if_finite(chunk):
-    """Wrap a chunk so that no replica keeps a non-finite state (optax's apply_if_finite, per replica).
+class ChunkRunner:
+    """Runs a compiled chunk for any number of steps, in calls of about `call_seconds` each.
 
-    The wrapped chunk returns (state, losses, finite): a replica whose mean loss or weights
-    went non-finite is back where the chunk began, its loss NaN and `finite` False.
+    `runner(start, n, state, active, lr_scale, should_stop)` returns (state, losses, finite):
+    replicas not `active` keep their state; a replica whose mean loss or weights went
+    non-finite is back where the chunk began, its loss NaN and `finite` False (optax's
+    apply_if_finite, per replica). `should_stop` is asked between calls: when it says yes the
+    steps are abandoned and the runner returns None (the caller's state is untouched).
     """
 
-    def wrapped(start: int, n: int, state: TrainState, active: np.ndarray, lr_scale: np.ndarray):
-        new_state, loss = chunk(
-            tf.constant(start, tf.int64), tf.constant(n, tf.int64), state, tf.constant(active), tf.constant(lr_scale)
-        )
-        loss = loss.numpy()
+    def __init__(self, chunk, call_seconds: float = CALL_SECONDS):
+        self.chunk, self.call_seconds = chunk, call_seconds
+        self.call_steps = FIRST_CALL_STEPS
+
+    def __call__(self, start: int, n: int, state: TrainState, active: np.ndarray, lr_scale: np.ndarray,
+                 should_stop: Callable[[], bool] | None = None):
+        new_state, loss_sum, lr_scale, done = state, tf.zeros(len(active)), tf.constant(lr_scale), 0
+        while done < n:
+            if done and should_stop is not None and should_stop():
+                return None
+            steps = min(self.call_steps, n - done)
+            started = time.perf_counter()
+            new_state, loss_sum = self.chunk(
+                tf.constant(start + done, tf.int64), tf.constant(steps, tf.int64), new_state, lr_scale, loss_sum
+            )
+            self._pace(steps, time.perf_counter() - started)
+            done += steps
+        # Finished or diverged replicas keep their state (computed, then discarded: cheaper than masking per step).
+        new_state = tf.nest.map_structure(lambda new, old: where(tf.constant(active), new, old), new_state, state)
+        loss = loss_sum.numpy() / np.float32(n)
         finite = np.isfinite(loss) & finite_per_replica(new_state.params)
         keep = tf.constant(finite)
         state = tf.nest.map_structure(lambda new, old: where(keep, new, old), new_state, state)
         return state, np.where(finite, loss, np.nan), finite
 
-    return wrapped
+    def _pace(self, steps: int, seconds: float) -> None:
+        """Size the next call to last about call_seconds at the rate just measured; growing at
+        most 4x a call, so one call that ran fast by chance cannot make the next one long."""
+        rate = steps / max(seconds, 1e-6)
+        self.call_steps = max(1, min(int(rate * self.call_seconds), 4 * self.call_steps))
 
 
 def where(mask, new, old):

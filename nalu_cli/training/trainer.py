@@ -25,7 +25,7 @@ from nalu_cli.training.checkpoint import Checkpoint
 from nalu_cli.training.evaluate import can_snap, make_evaluator, to_numpy
 from nalu_cli.training.polish import make_polish
 from nalu_cli.training.replicas import Replica
-from nalu_cli.training.step import TrainState, apply_if_finite, make_chunk
+from nalu_cli.training.step import ChunkRunner, TrainState, make_chunk
 
 
 class ReplicaTrainer:
@@ -49,7 +49,7 @@ class ReplicaTrainer:
         self.step, self.polish_seconds, self.interrupted = 0, 0.0, False
         self.thresholds = np.array([tasks.success_threshold(r.spec) for r in replicas])
         specs = [r.spec for r in replicas]
-        self._chunk = apply_if_finite(make_chunk(self.forward, self.layers, self.replicas, training))
+        self._chunk = ChunkRunner(make_chunk(self.forward, self.layers, self.replicas, training))
         self.snap_selection = training.snap_selection and can_snap(self.layers, params)
         self._evaluate = make_evaluator(self.forward, self.layers, specs, self.snap_selection)
         self._polish = None
@@ -61,14 +61,19 @@ class ReplicaTrainer:
         return forward(self.model, params, x)
 
     # -- the four things a trainer does: step, evaluate, polish, and (in selection) select ------
-    def train(self, n: int) -> np.ndarray:
+    def train(self, n: int, should_stop: Callable[[], bool] | None = None) -> np.ndarray | None:
         """n steps for every active replica; returns each replica's mean loss over them.
 
         A replica whose loss or weights go non-finite never keeps that state: it is restored to
         where the chunk began and learns at half the rate from the next chunk; after
         selection.MAX_DIVERGENCE_EVENTS such chunks it is frozen at its last good state.
+        `should_stop` is asked about every step.CALL_SECONDS: when it says yes, the n steps are
+        abandoned, the trainer is left as it was, and train returns None.
         """
-        self.state, losses, finite = self._chunk(self.step, n, self.state, self.status.active, self.status.lr_scale)
+        ran = self._chunk(self.step, n, self.state, self.status.active, self.status.lr_scale, should_stop)
+        if ran is None:
+            return None
+        self.state, losses, finite = ran
         self.step += n
         selection.record_divergence(self.status, finite, self.results, self.step)
         return losses
@@ -103,8 +108,10 @@ class ReplicaTrainer:
         With early_stop, a replica stops once its selected checkpoint meets the success criterion.
         `groups` are restarts of one model: a group's model is its member with the lowest
         interpolation MSE (`chosen`), and the whole group stops once that one succeeds.
-        `should_stop` is asked between chunks (an interrupt); `self.interrupted` says if it ended
-        the fit. Each callback's `on_evaluation(trainer, entries)` sees every evaluation.
+        `should_stop` is asked about every step.CALL_SECONDS (an interrupt): the steps since the
+        last evaluation are abandoned and `self.interrupted` says so; the trainer is as that
+        evaluation left it (the run's last checkpoint). Each callback's
+        `on_evaluation(trainer, entries)` sees every evaluation.
         Calling fit again, or after `restore`, continues where the last call ended.
         """
         started = time.perf_counter()
@@ -117,7 +124,10 @@ class ReplicaTrainer:
                 if should_stop and should_stop():
                     self.interrupted = True
                     return self.results
-                losses = self.train(min(eval_every, steps - self.step))
+                losses = self.train(min(eval_every, steps - self.step), should_stop)
+                if losses is None:
+                    self.interrupted = True
+                    return self.results
             candidates = self.evaluate()
             if self.polish_due():
                 candidates += self.evaluate(self.polish(), polished=True)
