@@ -106,6 +106,16 @@ def test_ray_backend_matches_local_backend(tmp_path):
     assert comparable(remote) == comparable(local)
 
 
+def test_a_ray_address_where_no_cluster_answers_is_one_line_at_once(tmp_path):
+    """ray.init retries such an address for minutes (measured: over 200 s), printing warnings."""
+    pytest.importorskip("ray")
+    result = invoke("benchmark", "--ops", "add", "--units", "nac", "--seeds", "1", "--backend", "ray",
+                    "--ray-address", "127.0.0.1:1", "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("nalu: error: cannot reach a Ray cluster at 127.0.0.1:1")
+    assert len(result.stderr.splitlines()) == 1
+
+
 def test_trask_layout_has_normalized_errors_per_op_and_unit():
     records = [
         {"op": op, "unit": unit, "seed": 0, "success": False, "solved_at_step": None, "solved_at_seconds": None,
