@@ -93,7 +93,7 @@ def run_ray(work: list[dict], collect, workers: int, address: str | None) -> Non
             for ref in pending:  # on a cluster that outlives this process too, stop what nobody will record
                 ray.cancel(ref, force=True)
             if isinstance(error, ray.exceptions.RayError) and not isinstance(error, ray.exceptions.RayTaskError):
-                raise NaluError(f"Ray lost a group of seeds {RAY_RETRIES + 1} times ({type(error).__name__}); "
+                raise NaluError(f"Ray lost a group of seeds ({type(error).__name__}), retried {RAY_RETRIES} times; "
                                 "finished seeds are kept: rerun the same command to resume") from None
             raise
     finally:
