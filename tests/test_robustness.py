@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nalu_cli.config import resolve
+from nalu_cli.errors import NaluError
 from nalu_cli.rundir import run_lock
 from tests.conftest import assert_same_weights, invoke, metrics_without_timing, weights
 
@@ -204,3 +206,26 @@ def test_a_checkpoint_written_before_the_recurrent_task_resumes(run_copy):
     result = invoke("train", "--resume", run, "--steps", "1500")
     assert result.exit_code == 0, result.stderr
     assert json.loads((run / "summary.json").read_text())["steps_trained"] == 1500
+
+
+def test_a_default_recurrent_run_of_nalu_0_5_is_resumed_only_as_it_trained(tmp_path):
+    """nalu 0.5's default recurrent model learned h_0, 0.6's keeps it at 0: resuming such a run under
+    today's default would pin a learned h_0 to 0 mid-run, so it is refused, naming the key to set."""
+    from nalu_cli.training.run import check_resumable
+
+    config = resolve({"task": {"kind": "recurrent", "op": "add"}})
+    old = config.to_dict()
+    del old["model"]["learn_initial_state"]  # as nalu 0.5 wrote it
+    with pytest.raises(NaluError, match="add `learn_initial_state: true` under `model:`"):
+        check_resumable(config, {"config": old, "step": 1000}, tmp_path)
+    as_trained = resolve({"task": {"kind": "recurrent", "op": "add"}, "model": {"learn_initial_state": True}})
+    check_resumable(as_trained, {"config": old, "step": 1000}, tmp_path)
+    # Runs whose h_0 0.6 treats as 0.5 did (named units, the static task) resume unchanged.
+    nau = resolve({"task": {"kind": "recurrent", "op": "add"}, "model": {"unit": "nau", "layers": ["nau", "nau"]}})
+    old_nau = nau.to_dict()
+    del old_nau["model"]["learn_initial_state"]
+    check_resumable(nau, {"config": old_nau, "step": 1000}, tmp_path)
+    static = resolve({})
+    old_static = static.to_dict()
+    del old_static["model"]["learn_initial_state"]
+    check_resumable(static, {"config": old_static, "step": 1000}, tmp_path)
