@@ -122,28 +122,22 @@ def check_resumable(config: Config, scalars: dict, out: Path) -> None:
     if saved is not None:
         # Read through today's defaults: a key added since (task.kind) is its default, not a change,
         # except where the default changed what the run trains.
-        trained = resolve(_as_trained(saved))
+        trained = resolve(saved)
+        if "learn_initial_state" not in (saved.get("model") or {}) and trained.model.is_default \
+                and trained.task.kind == "recurrent":
+            # Before nalu 0.6 the default recurrent model learned its cell's h_0 (0.6 keeps it at 0).
+            if config.model.learn_initial_state is None:
+                raise NaluError(f"{out} was trained by nalu 0.5, whose default recurrent model learned its cell's "
+                                f"initial state: add `learn_initial_state: true` under `model:` in "
+                                f"{out / CONFIG_FILE} to resume it as it began")
+            trained.model.learn_initial_state = True
         now, then = _flat(config.to_dict()), _flat(trained.to_dict())
-        if trained.model.learn_initial_state is True and config.model.learn_initial_state is None:
-            raise NaluError(f"{out} was trained by nalu 0.5, whose default recurrent model learned its cell's "
-                            f"initial state: add `learn_initial_state: true` under `model:` in {out / CONFIG_FILE} "
-                            "to resume it as it began")
         for key in sorted(set(now) | set(then)):
             if key != "training.steps" and now.get(key) != then.get(key):
                 raise NaluError(f"{out / CONFIG_FILE} no longer matches the run's checkpoint ({key}: "
                                 f"{then.get(key, 'absent')} -> {now.get(key, 'absent')}); put it back, or start a new run")
     if config.training.steps < scalars["step"]:
         raise NaluError(f"run {out} is at step {scalars['step']:,}; --steps {config.training.steps:,} would go back")
-
-
-def _as_trained(saved: dict) -> dict:
-    """A checkpoint's config as its run trained: before nalu 0.6 there was no model.learn_initial_state
-    and the default recurrent model learned h_0 (0.6 keeps it at 0)."""
-    model = saved.get("model") or {}
-    if "learn_initial_state" in model or (saved.get("task") or {}).get("kind") != "recurrent":
-        return saved
-    default = model.get("unit", "default") == "default" and not model.get("layers")
-    return {**saved, "model": {**model, "learn_initial_state": True if default else None}}
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
