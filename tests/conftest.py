@@ -123,3 +123,23 @@ def fake_runner(work, collect, workers, address):
     for item in work:
         collect([{"op": item["op"], "unit": item["unit"], "seed": seed, "settings": item["settings"],
                   "success": seed % 2 == 0, "extrapolation_mse": seed / 10} for seed in item["seeds"]])
+
+
+def in_process_runner(work, collect, workers, address):
+    """The local backend without its worker processes: each group trains here, in turn.
+
+    A spawned worker imports TensorFlow and compiles afresh (5-8 s each); tests of what a
+    benchmark computes and writes use this; the process pool keeps its own tests
+    (test_cli_benchmark_prints_markdown_and_reports_trask_errors, test_benchmark_workers_exit_when_their_parent_is_killed).
+    """
+    from nalu_cli.benchmark.worker import run_group
+
+    for item in work:
+        collect(run_group(item))
+
+
+@pytest.fixture
+def in_process_workers(monkeypatch):
+    from nalu_cli import benchmark
+
+    monkeypatch.setitem(benchmark.RUNNERS, "local", in_process_runner)

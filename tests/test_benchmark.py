@@ -36,7 +36,7 @@ def test_seed_specs():
         parse_seeds("x")
 
 
-def test_interrupted_benchmark_resumes_only_missing_seeds_with_identical_results(tmp_path):
+def test_interrupted_benchmark_resumes_only_missing_seeds_with_identical_results(tmp_path, in_process_workers):
     grid = dict(ops=["sub"], units=["nac"], seeds=[0, 1, 2, 3], base_settings=SMALL, replicas=2, workers=1)
     seen = []
 
@@ -64,9 +64,14 @@ ONE_SEED = dict(ops=["sub"], units=["nac"], seeds=[0], base_settings=SMALL, work
 
 @pytest.fixture(scope="module")
 def one_seed_results(tmp_path_factory):
-    """A finished one-seed benchmark directory (trained once, in a worker process, for the module)."""
+    """A finished one-seed benchmark directory (trained once, in this process, for the module)."""
+    from nalu_cli import benchmark
+    from tests.conftest import in_process_runner
+
     out = tmp_path_factory.mktemp("benchmark") / "one_seed"
-    run_benchmark(out=out, **ONE_SEED)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(benchmark.RUNNERS, "local", in_process_runner)
+        run_benchmark(out=out, **ONE_SEED)
     return out
 
 
@@ -92,11 +97,18 @@ def test_results_of_another_nalu_version_are_not_resumed(finished, monkeypatch):
         run_benchmark(out=finished, **ONE_SEED)
 
 
-def test_ray_backend_matches_local_backend(tmp_path):
+def test_ray_backend_matches_local_backend(tmp_path, monkeypatch):
+    """Ray's workers compute what the local backend's do. The local backend runs in this process
+    here (both call `run_group` on the same work items); the CLI test below runs its process pool."""
+    from nalu_cli import benchmark
+    from tests.conftest import in_process_runner
+
     ray = pytest.importorskip("ray")
     # Two groups of seeds ([0, 1] and [2]), one per worker, the second smaller than --replicas.
     grid = dict(ops=["sub"], units=["nau"], seeds=[0, 1, 2], base_settings=SMALL, replicas=2)
-    local = run_benchmark(out=tmp_path / "local", backend="local", workers=2, **grid)
+    with monkeypatch.context() as patch:
+        patch.setitem(benchmark.RUNNERS, "local", in_process_runner)
+        local = run_benchmark(out=tmp_path / "local", backend="local", workers=2, **grid)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         remote = run_benchmark(out=tmp_path / "ray", backend="ray", **grid)
@@ -135,6 +147,7 @@ def test_trask_layout_has_normalized_errors_per_op_and_unit():
 
 
 def test_cli_benchmark_prints_markdown_and_reports_trask_errors(tmp_path):
+    """End to end, with the local backend's worker process."""
     config = tmp_path / "small.yaml"
     config.write_text(json.dumps(SMALL))
     result = invoke(
@@ -244,7 +257,7 @@ def test_benchmark_workers_exit_when_their_parent_is_killed(tmp_path):
     assert not alive(worker)
 
 
-def test_benchmark_task_recurrent_trains_the_recurrent_task(tmp_path):
+def test_benchmark_task_recurrent_trains_the_recurrent_task(tmp_path, in_process_workers):
     """--task recurrent reaches every cell's config; the Trask protocol's random baseline runs recurrent models."""
     from nalu_cli import tasks
     from nalu_cli.config import resolve
