@@ -120,9 +120,13 @@ GRID = dict(ops=["add"], units=["nac"], seeds=[0, 1, 2, 3], replicas=2, workers=
 
 
 def fake_runner(work, collect, workers, address):
+    """Even seeds succeed, solved at step 1,000 x (seed + 1); records carry what `summarize` reads."""
     for item in work:
         collect([{"op": item["op"], "unit": item["unit"], "seed": seed, "settings": item["settings"],
-                  "success": seed % 2 == 0, "extrapolation_mse": seed / 10} for seed in item["seeds"]])
+                  "success": seed % 2 == 0, "extrapolation_mse": seed / 10,
+                  "solved_at_step": 1000 * (seed + 1) if seed % 2 == 0 else None,
+                  "solved_at_seconds": seed + 1.0 if seed % 2 == 0 else None,
+                  "sparsity_error": 0.0 if seed % 2 == 0 else None} for seed in item["seeds"]])
 
 
 def in_process_runner(work, collect, workers, address):

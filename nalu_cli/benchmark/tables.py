@@ -24,7 +24,8 @@ def wilson_interval(successes: int, trials: int, z: float = WILSON_Z) -> tuple[f
 
 
 def summarize(records: list[dict]) -> list[dict]:
-    """One row per (op, unit): success rate with Wilson interval, medians over successful seeds."""
+    """One row per (op, unit): success rate with Wilson interval, medians over successful seeds, and
+    the solved-at step of each successful seed (the benchmark figure draws them; the table their median)."""
     cells: dict[tuple, list[dict]] = {}
     for record in records:
         cells.setdefault((record["op"], record["unit"]), []).append(record)
@@ -32,6 +33,7 @@ def summarize(records: list[dict]) -> list[dict]:
     for (op, unit), group in cells.items():
         solved = [r for r in group if r["success"]]
         low, high = wilson_interval(len(solved), len(group))
+        solved_at_steps = sorted(r["solved_at_step"] for r in solved if r["solved_at_step"] is not None)
         rows.append(
             {
                 "op": op,
@@ -41,7 +43,8 @@ def summarize(records: list[dict]) -> list[dict]:
                 "success_rate": len(solved) / len(group),
                 "wilson_low": low,
                 "wilson_high": high,
-                "median_solved_at_step": _median([r["solved_at_step"] for r in solved]),
+                "solved_at_steps": solved_at_steps,
+                "median_solved_at_step": _median(solved_at_steps),
                 "median_seconds_to_solve": _median([r["solved_at_seconds"] for r in solved]),
                 "median_sparsity_error": _median([r["sparsity_error"] for r in solved]),
                 "median_extrapolation_mse": _median([r["extrapolation_mse"] for r in group], missing=math.inf),
