@@ -25,8 +25,9 @@ def assert_picture(path):
     image = PIL.open(path)
     assert image.format == "PNG"
     assert image.size == (int(plots.FIGURE_SIZE[0] * plots.DPI), int(plots.FIGURE_SIZE[1] * plots.DPI)) == (800, 500)
-    pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
-    assert len(np.unique(pixels, axis=0)) > 50
+    pixels = np.asarray(image.convert("RGB")).reshape(-1, 3).astype(np.uint32)
+    colours = pixels[:, 0] << 16 | pixels[:, 1] << 8 | pixels[:, 2]  # one number a colour: ~50x faster than axis=0
+    assert len(np.unique(colours)) > 50
 
 
 def test_extrapolate_plot_draws_error_against_input_magnitude(short_run, tmp_path):
