@@ -1,4 +1,5 @@
-"""Pictures: extrapolation error against input magnitude (or sequence length), and a run's training curves.
+"""Pictures: extrapolation error against input magnitude (or sequence length), a run's training curves,
+and a benchmark's success rates with the steps its seeds were solved at.
 
 matplotlib is an optional extra (`pip install 'nalu-cli[plot]'`), imported only here and
 only when a plot is asked for, with the non-interactive Agg backend. Figures have a fixed
@@ -45,8 +46,11 @@ def require_matplotlib():
     return plt
 
 
-def check_plot_path(path: Path, overwrite: bool) -> str:
-    """The format to write `path` in; refuses an existing file unless `overwrite`."""
+def check_plot_path(path: Path, overwrite: bool, made_before: Path | None = None) -> str:
+    """The format to write `path` in; refuses an existing file unless `overwrite`.
+
+    `made_before`: a directory the command creates before it draws (a benchmark's --out), so the
+    plot may go in it while it does not exist yet."""
     path = Path(path)
     suffix = path.suffix.lower().lstrip(".")
     if suffix not in FORMATS:
@@ -56,7 +60,8 @@ def check_plot_path(path: Path, overwrite: bool) -> str:
         raise NaluError(f"{path} is a directory; give a file name for the plot")
     if path.exists() and not overwrite:
         raise NaluError(f"{path} already exists; pass --overwrite to replace it")
-    if not path.parent.is_dir():
+    made_by_then = made_before is not None and path.parent.absolute() == Path(made_before).absolute()
+    if not path.parent.is_dir() and not made_by_then:
         raise NaluError(f"cannot write {path}: directory {path.parent} does not exist")
     check_writable(path.parent)
     return suffix
@@ -246,3 +251,63 @@ def _positive_or_nan(value) -> float:
     if value is None or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         return math.nan
     return float(value)
+
+
+def benchmark_plot(rows: list[dict], path: Path, kind: str = "static", overwrite: bool = False) -> Path:
+    """A benchmark's table as a picture; `rows` are what `benchmark.summarize` returns (see benchmark_figure)."""
+    plt = require_matplotlib()
+    check_plot_path(path, overwrite)
+    return _save(plt, benchmark_figure(plt, rows, kind), path, overwrite)
+
+
+def benchmark_figure(plt, rows: list[dict], kind: str = "static"):
+    """Two panels in the manner of Madsen & Johansen's figures, one colour per unit, units side by side
+    within each op (ops in the table's order): the success rate with its Wilson 95% interval, and the
+    step each successful seed was solved at (a short line at the median the table prints)."""
+    from matplotlib.ticker import FuncFormatter, PercentFormatter
+
+    from nalu_cli.ops import SYMBOLS
+
+    ops = list(dict.fromkeys(row["op"] for row in rows))
+    units = list(dict.fromkeys(row["unit"] for row in rows))
+    width = 0.8 / len(units)  # of one unit's slot within an op
+    figure, (rates, steps) = plt.subplots(1, 2, figsize=FIGURE_SIZE, dpi=DPI)
+    for index, unit in enumerate(units):
+        color = f"C{index % 10}"
+        cells = [row for row in rows if row["unit"] == unit]
+        xs = [ops.index(row["op"]) + (index - (len(units) - 1) / 2) * width for row in cells]
+        rate = [row["success_rate"] for row in cells]
+        below = [row["success_rate"] - row["wilson_low"] for row in cells]
+        above = [row["wilson_high"] - row["success_rate"] for row in cells]
+        rates.errorbar(xs, rate, yerr=[below, above], fmt="o", color=color, capsize=3, label=unit)
+        for x, row in zip(xs, cells):
+            solved = row["solved_at_steps"]
+            if not solved:
+                continue
+            # Spread across the slot by the golden ratio: deterministic, and no false trend with the step.
+            spread = [x + width * 0.6 * ((i * 0.6180339887) % 1 - 0.5) for i in range(len(solved))]
+            steps.plot(spread, solved, "o", color=color, alpha=0.6, markersize=4, gid=f"solved {row['op']} {unit}")
+            steps.hlines(row["median_solved_at_step"], x - width * 0.4, x + width * 0.4, color=color, linewidth=2)
+    for axes in (rates, steps):
+        axes.set_xticks(range(len(ops)), [SYMBOLS.get(op, op) for op in ops])
+        axes.set_xlim(-0.5, len(ops) - 0.5)
+        axes.grid(True, axis="y", alpha=0.3)
+    rates.set_ylim(-0.03, 1.03)
+    rates.yaxis.set_major_formatter(PercentFormatter(xmax=1))
+    rates.set_title("success rate (Wilson 95% interval)", fontsize="medium")
+    steps.set_title("solved at step (each successful seed; line: median)", fontsize="medium")
+    steps.set_ylim(bottom=0)
+    if not any(row["solved_at_steps"] for row in rows):
+        steps.set_yticks([])
+        steps.text(0.5, 0.5, "no seed was solved", transform=steps.transAxes, ha="center", va="center",
+                   color="grey")
+    else:
+        steps.yaxis.set_major_formatter(FuncFormatter(lambda step, _: f"{step:,.0f}"))
+    counts = sorted({row["seeds"] for row in rows})
+    seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    figure.suptitle(f"nalu benchmark, {kind} task: {seeds} seeds per op and unit")
+    handles, labels = rates.get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=min(len(units), 5), frameon=False)
+    rows_of_legend = math.ceil(len(units) / 5)
+    figure.tight_layout(rect=(0, 0.06 * rows_of_legend, 1, 1))
+    return figure

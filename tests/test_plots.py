@@ -1,12 +1,14 @@
-"""Pictures: `nalu extrapolate --plot` and `nalu plot RUN` write real images; without matplotlib they say how to get it."""
+"""Pictures: `nalu extrapolate --plot`, `nalu plot RUN` and `nalu benchmark --plot` write real images;
+without matplotlib they say how to get it."""
 
 import sys
 
 import numpy as np
 import pytest
 
-from nalu_cli import plots
-from tests.conftest import invoke
+from nalu_cli import benchmark, plots
+from nalu_cli.benchmark import summarize
+from tests.conftest import fake_runner, invoke
 
 PIL = pytest.importorskip("PIL.Image")  # comes with matplotlib
 INSTALL_HINT = "nalu: error: plotting needs the plot extra: pip install 'nalu-cli[plot]'"
@@ -106,3 +108,118 @@ def test_extrapolate_plot_of_a_recurrent_model_draws_error_against_length(recurr
     assert result.exit_code == 0, result.stderr
     assert f"plot: {tmp_path / 't.png'}" in result.stdout
     assert_picture(tmp_path / "t.png")
+
+
+# -- nalu benchmark --plot: the table as a picture ------------------------------------------------------
+
+BENCHMARK = ["benchmark", "--ops", "add,sub", "--units", "nac,nau", "--seeds", "4", "--replicas", "2", "--workers", "1"]
+# Which seeds succeed in each cell, so that no two cells draw alike: all, the even ones, none, one.
+SOLVED = {("add", "nac"): {0, 1, 2, 3}, ("add", "nau"): {0, 2}, ("sub", "nac"): set(), ("sub", "nau"): {3}}
+
+
+def varied_runner(work, collect, workers, address):
+    """fake_runner, with SOLVED's seeds succeeding, each at its own step."""
+
+    def vary(records):
+        for record in records:
+            success = record["seed"] in SOLVED[record["op"], record["unit"]]
+            step = 1000 * (record["seed"] + 1) + (500 if record["unit"] == "nau" else 0)
+            record.update(success=success, solved_at_step=step if success else None,
+                          solved_at_seconds=1.0 if success else None, sparsity_error=0.0 if success else None)
+        collect(records)
+
+    fake_runner(work, vary, workers, address)
+
+
+def no_training(work, collect, workers, address):
+    raise AssertionError(f"{len(work)} groups were trained")
+
+
+@pytest.fixture
+def finished_benchmark(tmp_path, monkeypatch):
+    """A benchmark directory holding every seed of BENCHMARK's grid, made by `nalu benchmark --plot` with a
+    fake trainer, the plot inside the directory it makes; from then on, training fails the test."""
+    monkeypatch.setitem(benchmark.RUNNERS, "local", varied_runner)
+    out = tmp_path / "bench"
+    result = invoke(*BENCHMARK, "--out", out, "--plot", out / "success.png")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip().endswith(f"plot: {out / 'success.png'}")
+    monkeypatch.setitem(benchmark.RUNNERS, "local", no_training)
+    return out
+
+
+def test_benchmark_plot_is_drawn_after_training_and_again_from_the_results_without_training(finished_benchmark,
+                                                                                            tmp_path):
+    assert_picture(finished_benchmark / "success.png")
+    results = (finished_benchmark / "results.jsonl").read_bytes()
+    again = tmp_path / "again.png"
+    again.write_bytes(b"mine")
+    refused = invoke(*BENCHMARK, "--out", finished_benchmark, "--plot", again)
+    assert refused.exit_code == 2
+    assert refused.stderr.strip() == f"nalu: error: {again} already exists; pass --overwrite to replace it"
+    assert again.read_bytes() == b"mine"
+    result = invoke(*BENCHMARK, "--out", finished_benchmark, "--plot", again, "--overwrite")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip().endswith(f"plot: {again}")
+    assert_picture(again)
+    assert (finished_benchmark / "results.jsonl").read_bytes() == results
+
+
+def test_benchmark_figure_draws_summarize_rates_intervals_and_solved_steps(tmp_path, monkeypatch):
+    plt = plots.require_matplotlib()
+    monkeypatch.setitem(benchmark.RUNNERS, "local", varied_runner)
+    records = benchmark.run_benchmark(["add", "sub"], ["nac", "nau"], [0, 1, 2, 3], tmp_path / "b", replicas=2)
+    rows = {(row["op"], row["unit"]): row for row in summarize(records)}
+    assert {cell: row["success_rate"] for cell, row in rows.items()} == {
+        ("add", "nac"): 1.0, ("add", "nau"): 0.5, ("sub", "nac"): 0.0, ("sub", "nau"): 0.25}
+    figure = plots.benchmark_figure(plt, list(rows.values()), kind="static")
+    rates, steps = figure.axes
+    assert [tick.get_text() for tick in rates.get_xticklabels()] == ["a+b", "a-b"]
+    drawn = {}
+    for container in rates.containers:  # one errorbar per unit: its points, and its interval bars
+        points, _, (bars,) = container.lines
+        for x, rate, segment in zip(points.get_xdata(), points.get_ydata(), bars.get_segments()):
+            op = ["add", "sub"][round(x)]
+            assert segment[0][0] == segment[1][0] == x
+            drawn[op, container.get_label()] = (x - round(x), rate, segment[0][1], segment[1][1])
+    assert drawn.keys() == rows.keys()
+    for (op, unit), row in rows.items():  # nac left of each op's tick, nau right; the table's rate and interval
+        offset = -0.2 if unit == "nac" else 0.2
+        assert drawn[op, unit] == pytest.approx((offset, row["success_rate"], row["wilson_low"], row["wilson_high"]))
+    solved = {line.get_gid(): list(line.get_ydata()) for line in steps.get_lines() if line.get_gid()}
+    assert solved == {f"solved {op} {unit}": row["solved_at_steps"] for (op, unit), row in rows.items()
+                      if row["solved_at_steps"]}
+    assert solved["solved sub nau"] == [4500]  # and (sub, nac), solved by no seed, draws nothing
+    assert not [text for text in steps.texts if "no seed" in text.get_text()]
+    assert figure.texts[0].get_text() == "nalu benchmark, static task: 4 seeds per op and unit"
+    plt.close(figure)
+
+    figure = plots.benchmark_figure(plt, [rows["sub", "nac"]])
+    assert [text.get_text() for text in figure.axes[1].texts] == ["no seed was solved"]
+    plt.close(figure)
+
+
+@pytest.mark.parametrize(
+    "plot, extra, message",
+    [
+        ("success.jpg", [], "plot file {tmp}/success.jpg must end in .png, .svg or .pdf"),
+        ("missing/success.png", [], "cannot write {tmp}/missing/success.png: directory {tmp}/missing does not exist"),
+        ("mine.png", [], "{tmp}/mine.png already exists; pass --overwrite to replace it"),
+        (None, ["--overwrite"], "--overwrite replaces a --plot file and needs --plot; a benchmark's results are "
+                                "never replaced (use another --out to start afresh)"),
+        ("success.png", ["matplotlib missing"], INSTALL_HINT.removeprefix("nalu: error: ")),
+    ],
+    ids=["format", "no directory", "existing file", "overwrite alone", "no matplotlib"],
+)
+def test_benchmark_plot_problems_are_one_line_before_any_training(tmp_path, monkeypatch, plot, extra, message):
+    monkeypatch.setitem(benchmark.RUNNERS, "local", no_training)
+    (tmp_path / "mine.png").write_bytes(b"mine")
+    if extra == ["matplotlib missing"]:
+        for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+            monkeypatch.delitem(sys.modules, name)
+        monkeypatch.setitem(sys.modules, "matplotlib", None)
+        extra = []
+    result = invoke(*BENCHMARK, "--out", tmp_path / "bench", *(["--plot", tmp_path / plot] if plot else []), *extra)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"nalu: error: {message.format(tmp=tmp_path)}"
+    assert not (tmp_path / "bench").exists() and (tmp_path / "mine.png").read_bytes() == b"mine"

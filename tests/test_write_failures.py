@@ -76,10 +76,12 @@ def error_lines(result) -> list[str]:
         ["plot", "{run}", "--out", "{ro}/curves.png"],
         ["extrapolate", "{run}", "--plot", "{ro}/error.png"],
         ["benchmark", "--ops", "add", "--seeds", "1", "--out", "{ro}/bench"],
+        ["benchmark", "--ops", "add", "--seeds", "1", "--out", "bench", "--plot", "{ro}/success.png"],
         ["train", "--resume", "{ro}/run"],
         ["plot", "{ro}/run"],  # the picture goes inside the run
     ],
-    ids=lambda args: " ".join(args[:2]) + (" (default out)" if args[0] == "plot" and len(args) == 2 else ""),
+    ids=lambda args: " ".join(args[:2]) + (" (default out)" if args[0] == "plot" and len(args) == 2 else "")
+    + (" --plot" if args[0] == "benchmark" and "--plot" in args else ""),
 )
 def test_an_output_in_a_read_only_place_is_refused_before_any_work(add_run, tmp_path, args):
     place = tmp_path / "place"

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from nalu_cli.cli import render
-from nalu_cli.cli.options import Backend, Protocol, TaskOption
+from nalu_cli.cli.options import Backend, Protocol, TaskOption, overwrite_option
 from nalu_cli.config import OPS
 from nalu_cli.errors import NaluError
 
@@ -45,6 +45,12 @@ def benchmark(
     ] = None,
     workers: Annotated[Optional[int], typer.Option(help="Parallel workers.", show_default="CPU count")] = None,
     as_markdown: Annotated[bool, typer.Option("--markdown", help="Print the final table as Markdown.")] = False,
+    plot: Annotated[
+        Optional[Path],
+        typer.Option(help="Also draw the table: success rate per op with its interval, one colour per unit, "
+                     "and the solved-at steps, to this .png/.svg/.pdf file (a finished --out: nothing trains)."),
+    ] = None,
+    overwrite: Annotated[bool, overwrite_option("--plot file (results are always kept)")] = False,
 ):
     """Success rates over seeds for a grid of ops x units (Madsen & Johansen criterion, Wilson 95% CI).
 
@@ -67,9 +73,18 @@ def benchmark(
     if workers is not None and workers < 1:
         raise NaluError(f"--workers must be at least 1, got {workers}")
     kind = task.value if task else None
+    given = settings.get("task") if isinstance(settings.get("task"), dict) else {}
+    kind_run = kind or given.get("kind") or "static"
     if out is None:
-        given = settings.get("task") if isinstance(settings.get("task"), dict) else {}
-        out = Path("runs/benchmark-recurrent" if (kind or given.get("kind")) == "recurrent" else "runs/benchmark")
+        out = Path("runs/benchmark-recurrent" if kind_run == "recurrent" else "runs/benchmark")
+    if overwrite and plot is None:
+        raise NaluError("--overwrite replaces a --plot file and needs --plot; a benchmark's results are never "
+                        "replaced (use another --out to start afresh)")
+    if plot is not None:
+        from nalu_cli.plots import check_plot_path, require_matplotlib
+
+        require_matplotlib()  # before any training, so a missing extra or a bad path is one line
+        check_plot_path(plot, overwrite, made_before=out)
     from rich.live import Live
 
     records: list[dict] = []
@@ -106,6 +121,11 @@ def benchmark(
         table = trask_table if protocol is Protocol.trask else mj_table
         print(markdown(*table(summarize(records))))
     console.print(f"results: {out}/results.jsonl ({len(records)} seeds, {time.perf_counter() - started:.0f} s)")
+    if plot is not None:
+        from nalu_cli.benchmark import summarize
+        from nalu_cli.plots import benchmark_plot
+
+        print(f"plot: {benchmark_plot(summarize(records), plot, kind=kind_run, overwrite=overwrite)}")
 
 
 @contextlib.contextmanager
