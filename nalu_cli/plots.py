@@ -264,6 +264,7 @@ def benchmark_figure(plt, rows: list[dict], kind: str = "static"):
     """Two panels in the manner of Madsen & Johansen's figures, one colour per unit, units side by side
     within each op (ops in the table's order): the success rate with its Wilson 95% interval, and the
     step each successful seed was solved at (a short line at the median the table prints)."""
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter, PercentFormatter
 
     from nalu_cli.ops import SYMBOLS
@@ -271,6 +272,7 @@ def benchmark_figure(plt, rows: list[dict], kind: str = "static"):
     ops = list(dict.fromkeys(row["op"] for row in rows))
     units = list(dict.fromkeys(row["unit"] for row in rows))
     width = 0.8 / len(units)  # of one unit's slot within an op
+    solved_any = any(row["solved_at_steps"] for row in rows)
     figure, (rates, steps) = plt.subplots(1, 2, figsize=FIGURE_SIZE, dpi=DPI)
     for index, unit in enumerate(units):
         color = f"C{index % 10}"
@@ -287,7 +289,8 @@ def benchmark_figure(plt, rows: list[dict], kind: str = "static"):
             # Spread across the slot by the golden ratio: deterministic, and no false trend with the step.
             spread = [x + width * 0.6 * ((i * 0.6180339887) % 1 - 0.5) for i in range(len(solved))]
             steps.plot(spread, solved, "o", color=color, alpha=0.6, markersize=4, gid=f"solved {row['op']} {unit}")
-            steps.hlines(row["median_solved_at_step"], x - width * 0.4, x + width * 0.4, color=color, linewidth=2)
+            steps.hlines(row["median_solved_at_step"], x - width * 0.4, x + width * 0.4, color=color, linewidth=2,
+                         gid=f"median {row['op']} {unit}")
     for axes in (rates, steps):
         axes.set_xticks(range(len(ops)), [SYMBOLS.get(op, op) for op in ops])
         axes.set_xlim(-0.5, len(ops) - 0.5)
@@ -295,9 +298,9 @@ def benchmark_figure(plt, rows: list[dict], kind: str = "static"):
     rates.set_ylim(-0.03, 1.03)
     rates.yaxis.set_major_formatter(PercentFormatter(xmax=1))
     rates.set_title("success rate (Wilson 95% interval)", fontsize="medium")
-    steps.set_title("solved at step (each successful seed; line: median)", fontsize="medium")
+    steps.set_title("solved at step (each successful seed)", fontsize="medium")
     steps.set_ylim(bottom=0)
-    if not any(row["solved_at_steps"] for row in rows):
+    if not solved_any:
         steps.set_yticks([])
         steps.text(0.5, 0.5, "no seed was solved", transform=steps.transAxes, ha="center", va="center",
                    color="grey")
@@ -307,7 +310,10 @@ def benchmark_figure(plt, rows: list[dict], kind: str = "static"):
     seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     figure.suptitle(f"nalu benchmark, {kind} task: {seeds} seeds per op and unit")
     handles, labels = rates.get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=min(len(units), 5), frameon=False)
-    rows_of_legend = math.ceil(len(units) / 5)
+    if solved_any:
+        handles.append(Line2D([], [], color="grey", linewidth=2))
+        labels.append("median solved-at step")
+    figure.legend(handles, labels, loc="lower center", ncol=min(len(handles), 5), frameon=False)
+    rows_of_legend = math.ceil(len(handles) / 5)
     figure.tight_layout(rect=(0, 0.06 * rows_of_legend, 1, 1))
     return figure

@@ -190,6 +190,9 @@ def test_benchmark_figure_draws_summarize_rates_intervals_and_solved_steps(tmp_p
     assert solved == {f"solved {op} {unit}": row["solved_at_steps"] for (op, unit), row in rows.items()
                       if row["solved_at_steps"]}
     assert solved["solved sub nau"] == [4500]  # and (sub, nac), solved by no seed, draws nothing
+    medians = {lines.get_gid(): lines.get_segments()[0][0][1] for lines in steps.collections if lines.get_gid()}
+    assert medians == {f"median {op} {unit}": row["median_solved_at_step"] for (op, unit), row in rows.items()
+                       if row["solved_at_steps"]}
     assert not [text for text in steps.texts if "no seed" in text.get_text()]
     assert figure.texts[0].get_text() == "nalu benchmark, static task: 4 seeds per op and unit"
     plt.close(figure)
