@@ -165,6 +165,9 @@ class TrainingConfig:
     # null: 0 and 200 on the static task, every evaluation and 30 on the recurrent one.
     polish_every: int | None = None
     polish_iterations: int | None = None
+    # Recurrent task: a factor on the step of a cell's h_{t-1} rows (the recurrence). null: 1/task.length
+    # under split-adam, 1 under adam (see training/optimizer.py, recurrent_step_scale).
+    recurrent_step_scale: float | None = None
 
 
 @dataclass
@@ -273,6 +276,9 @@ def validate(config: Config) -> Config:
             f"config key 'training.polish_every' must be 0 or a multiple of training.eval_every "
             f"({training.eval_every}), got {training.polish_every!r}"
         )
+    scale = training.recurrent_step_scale
+    if scale is not None and not (math.isfinite(scale) and scale >= 0):
+        raise NaluError(f"config key 'training.recurrent_step_scale' must be a number >= 0 or null, got {scale!r}")
     if not 0 <= config.seed < SEED_LIMIT:
         raise NaluError(f"config key 'seed' must be in [0, 2^32), got {config.seed!r}")
     if not 0 < task.subset_ratio <= 1:

@@ -118,13 +118,13 @@ def test_weight_ranges_hold_under_any_optimizer():
 # -- SplitAdam ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["static", "recurrent"])
-def test_split_adam_takes_the_trainers_steps_on_the_same_gradients(kind):
+@pytest.mark.parametrize("kind, scale", [("static", 1.0), ("recurrent", 1.0), ("recurrent", 0.1)])
+def test_split_adam_takes_the_trainers_steps_on_the_same_gradients(kind, scale):
     """nalu's trainer: optimizer.update (split-adam on the first layer's matrices; a cell's x_t rows
-    only), then each unit's clip."""
+    only, its h_{t-1} rows stepping `scale` times as far), then each unit's clip."""
     model = nau_nmu() if kind == "static" else recurrent()
     units = [model.layers[0].cell if kind == "recurrent" else model.layers[0], model.layers[1]]
-    split_adam = SplitAdam(learning_rate=0.05)
+    split_adam = SplitAdam(learning_rate=0.05, recurrent_step_scale=scale)
     variables = model.trainable_variables
     split_adam.build(variables)
     first = units[0].unit.w if kind == "recurrent" else units[0].w
@@ -137,7 +137,9 @@ def test_split_adam_takes_the_trainers_steps_on_the_same_gradients(kind):
         grads = [{name: tf.constant(rng.normal(size=tuple(v.shape)), v.dtype) for name, v in p.items()} for p in params]
         by_variable = {id(unit.params()[name]): g[name] for unit, g in zip(units, grads) for name in g}
         split_adam.apply_gradients([(by_variable[id(v)], v) for v in variables])
-        params, state = trainer_optimizer.update(grads, state, params, trainer_optimizer.step_size(0.05, step), rows)
+        row_scales = [{"w": scale} if kind == "recurrent" else {}, {}]
+        params, state = trainer_optimizer.update(grads, state, params, trainer_optimizer.step_size(0.05, step), rows,
+                                                 row_scales)
         params = [unit.clip(**p) for unit, p in zip(units, params)]
     for unit, expected in zip(units, params):
         for name, variable in unit.params().items():
@@ -162,8 +164,9 @@ def test_split_adam_splits_the_variables_named_and_round_trips_its_config():
     split_adam = SplitAdam(0.01, split=["nmu"])
     split_adam.build(model.trainable_variables)
     assert split_adam.split_variables() == [model.layers[1].w]
-    clone = SplitAdam.from_config(split_adam.get_config())
+    clone = SplitAdam.from_config(SplitAdam(0.01, split=["nmu"], recurrent_step_scale=0.1).get_config())
     assert clone.split == ["nmu"] and float(clone.learning_rate) == pytest.approx(0.01)
+    assert clone.recurrent_step_scale == 0.1
 
 
 # -- snapping -----------------------------------------------------------------------------------
@@ -255,6 +258,7 @@ def test_a_keras_file_written_before_the_strength_existed_still_loads(tmp_path, 
     "make, message",
     [
         (lambda: SplitAdam(split="nau"), "Received: split='nau'"),
+        (lambda: SplitAdam(recurrent_step_scale=-0.1), "Received: -0.1"),
         (lambda: Clip(1.0, 0.0), "Received: low=1.0, high=0.0"),
         (lambda: RegularizerSchedule(scale=-1.0), "Received: scale=-1.0"),
         (lambda: SnapSelection(validation_data=np.zeros((4, 2))), "must be a tuple"),

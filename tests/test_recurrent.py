@@ -283,6 +283,28 @@ def test_a_cell_that_does_not_learn_its_initial_state_keeps_it_at_zero():
     assert unit_layers(default)[0].learn_initial_state is False
 
 
+def test_the_trainer_steps_a_cells_recurrence_one_over_t_as_far_under_split_adam():
+    """training.recurrent_step_scale: null is 1/task.length under split-adam, 1 under adam (the
+    published optimiser); it reaches the cell's matrices only (their h_{t-1} rows: see the
+    SplitAdam test, which checks optimizer.update's rows), never h_0 or the output layer."""
+    from nalu_cli.training.step import recurrent_row_scales
+
+    def scales(settings, layers=("nau", "gated")):
+        config = resolve({"task": {"kind": "recurrent", "op": "add", "length": 8}, "training": settings,
+                          "model": {"layers": list(layers)}})
+        model = build_model(config.model, config.task.input_size, seed=0, kind="recurrent")
+        replica = Replica.with_restarts(config, 0)[0]
+        return recurrent_row_scales(unit_layers(model), config.training, [replica])
+
+    assert scales({}) == [{"w": 1 / 8}, {}]
+    assert scales({"optimizer": "adam"}) == [{"w": 1.0}, {}]
+    assert scales({"recurrent_step_scale": 0.5}) == [{"w": 0.5}, {}]
+    assert scales({}, layers=("nalu", "nmu")) == [{"w_hat": 1 / 8, "m_hat": 1 / 8, "g": 1 / 8}, {}]
+    assert scales({}, layers=("lstm", "linear")) == [{}, {}]  # Keras's cells: the baselines, as published
+    with pytest.raises(NaluError, match="recurrent_step_scale' must be a number >= 0"):
+        resolve({"training": {"recurrent_step_scale": -1.0}})
+
+
 # -- the recurrent task's config -------------------------------------------------------------------
 
 

