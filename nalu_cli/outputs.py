@@ -25,6 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from nalu_cli import faults
 from nalu_cli.errors import NaluError
 from nalu_cli.rundir import (
     CHECKPOINT_DIR,
@@ -109,6 +110,7 @@ class Replacement:
             return
         self.committed = True
         if self.backup is not None:
+            faults.reached("commit")
             doomed = self.backup.with_name(self.backup.name.replace(".backup-", ".discard-", 1))
             os.replace(self.backup, doomed)  # from here a kill leaves a discard, which `recover` deletes
             remove(doomed)
@@ -142,6 +144,7 @@ def replacing(path: Path, overwrite: bool, kind: str):
             backup = path.with_name(f".{path.name}.backup-{os.getpid()}")
             remove(backup)
             os.replace(path, backup)  # the locked directory moves with its lock
+            faults.reached("backup")
         replacement = Replacement(path, backup)
         try:
             yield replacement

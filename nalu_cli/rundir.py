@@ -25,6 +25,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from nalu_cli import faults
 from nalu_cli.errors import WRITE_ERRNOS, NaluError, WriteError
 
 CONFIG_FILE = "config.yaml"
@@ -50,10 +51,12 @@ OUTPUT_NAME = "y"
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary sibling, then rename over `path`: readers see old or new, never half."""
-    with atomic_path(path) as tmp, open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        faults.reached(f"text:{Path(path).name}", tmp)
 
 
 @contextlib.contextmanager
@@ -93,10 +96,12 @@ def _named_failures(path: Path):
 def _into_place(tmp: Path, path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         if _exchange(tmp, path):
+            faults.reached(f"exchanged:{path.name}")
             remove(tmp)  # the old one, now
             return
         old = path.with_name(f".{path.name}.old-{os.getpid()}")  # no exchange here: `restore_replaced` finds it
         os.replace(path, old)
+        faults.reached(f"moved-aside:{path.name}")
         os.replace(tmp, path)
         remove(old)
         return
@@ -149,6 +154,7 @@ def new_run_dir(out: Path, config_text: str):
     tmp.mkdir()
     try:
         with run_lock(tmp):  # the lock file moves with the directory, still locked
+            faults.reached("run-begun")
             atomic_write_text(tmp / CONFIG_FILE, config_text)
             (tmp / METRICS_FILE).touch()
             try:
@@ -157,6 +163,7 @@ def new_run_dir(out: Path, config_text: str):
                 if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise
                 raise NaluError(f"{out} already exists; pass --overwrite to replace it") from None
+            faults.reached("run-created")
             yield
     finally:
         remove(tmp)  # left only if the rename did not happen
