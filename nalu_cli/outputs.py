@@ -32,11 +32,13 @@ from nalu_cli.rundir import (
     CONFIG_FILE,
     LOCK_FILE,
     META_FILE,
+    METRICS_FILE,
     NALU_NAMES,
     STATE_FILE,
     is_locked,
     is_run_dir,
     is_saved_model,
+    is_temporary,
     remove,
 )
 
@@ -97,6 +99,14 @@ def check_writable(directory: Path) -> None:
 def _is_new_run(path: Path) -> bool:
     """A run directory a killed `nalu train` left before its first evaluation: config.yaml and its lock."""
     return (path / CONFIG_FILE).is_file() and (path / LOCK_FILE).is_file()
+
+
+def _is_begun_run(path: Path) -> bool:
+    """A run directory rundir.new_run_dir began in a temporary sibling: its lock, and nothing but what
+    it writes there (config.yaml, metrics.jsonl, a temporary config.yaml), however far it got."""
+    return path.is_dir() and not path.is_symlink() and (path / LOCK_FILE).is_file() and all(
+        entry.name in (LOCK_FILE, CONFIG_FILE, METRICS_FILE) or is_temporary(entry.name, CONFIG_FILE)
+        for entry in path.iterdir())
 
 
 class Replacement:
@@ -174,7 +184,7 @@ def recover(path: Path) -> bool:
                 remove(Path(doomed))
     for name in sorted(glob.glob(f"{pattern}.tmp-*")):  # a run begun by a process killed before it appeared
         begun = Path(name)
-        if (begun / CONFIG_FILE).is_file() and (begun / LOCK_FILE).is_file() and not is_locked(begun):
+        if _is_begun_run(begun) and not is_locked(begun):
             remove(begun)
     for name in sorted(glob.glob(f"{pattern}.backup-*")):
         backup = Path(name)

@@ -21,6 +21,7 @@ import glob
 import json
 import math
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +100,7 @@ def _into_place(tmp: Path, path: Path) -> None:
             faults.reached(f"exchanged:{path.name}")
             remove(tmp)  # the old one, now
             return
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")  # no exchange here: `restore_replaced` finds it
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")  # no exchange: finish_interrupted_writes finds it
         os.replace(path, old)
         faults.reached(f"moved-aside:{path.name}")
         os.replace(tmp, path)
@@ -132,6 +133,31 @@ def restore_replaced(path: Path) -> None:
         for old in sorted(path.parent.glob(f".{glob.escape(path.name)}.old-*")):
             os.replace(old, path)
             return
+
+
+# What the process holding a run's lock (train, resume) writes there, each with `atomic_path`.
+RUN_WRITES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, KERAS_FILE, SAVED_MODEL_DIR, CHECKPOINT_DIR)
+
+
+def is_temporary(entry: str, name: str) -> bool:
+    """Whether `entry` is a temporary `atomic_path` makes to replace `name`: `.STEM.tmp-PID.SUFFIX`
+    (the new one) or `.NAME.old-PID` (the old one, where it cannot exchange)."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+    return bool(re.fullmatch(rf"\.{re.escape(stem)}\.tmp-\d+{re.escape(suffix)}|\.{re.escape(name)}\.old-\d+", entry))
+
+
+def finish_interrupted_writes(run_dir: Path) -> None:
+    """Complete the writes a killed run process left half done in `run_dir`: a directory killed
+    between its two renames gets its old version back (`restore_replaced`; resume makes the new one
+    again: it redoes the steps after the old checkpoint, and saves the model at its end), and the
+    temporaries of its writes go (a new checkpoint or model not yet in place, an old one exchanged
+    out but not yet deleted). Call it holding the run's lock: then nothing alive writes these names."""
+    run_dir = Path(run_dir)
+    for name in (SAVED_MODEL_DIR, CHECKPOINT_DIR):
+        restore_replaced(run_dir / name)
+    for entry in sorted(run_dir.iterdir()):
+        if any(is_temporary(entry.name, name) for name in RUN_WRITES):
+            remove(entry)
 
 
 def remove(path: Path) -> None:
