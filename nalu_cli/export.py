@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nalu_cli import __version__
+from nalu_cli import __version__, faults
 from nalu_cli.errors import NaluError
 from nalu_cli.outputs import check_apart, check_output, replacing
 from nalu_cli.rundir import (
@@ -22,6 +22,7 @@ from nalu_cli.rundir import (
     KERAS_FILE,
     META_FILE,
     OUTPUT_NAME,
+    SAVED_MODEL_PB,
     ModelSource,
     atomic_path,
     resolve_source,
@@ -68,6 +69,7 @@ def write_saved_model(model, meta: dict, path: Path) -> None:
             archive.write_out(str(tmp), verbose=False)
         (tmp / META_FILE).parent.mkdir(parents=True, exist_ok=True)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+        faults.reached("saved-model", tmp / SAVED_MODEL_PB)
 
 
 def write_model(model, meta: dict, saved_model_path: Path, keras_path: Path | None = None) -> None:
@@ -81,6 +83,7 @@ def write_model(model, meta: dict, saved_model_path: Path, keras_path: Path | No
     if keras_path is not None:
         with atomic_path(keras_path) as tmp:
             model.save(str(tmp))
+            faults.reached("keras", tmp)
 
 
 class SavedModelPredictor:

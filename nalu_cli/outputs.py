@@ -25,17 +25,20 @@ import sys
 import tempfile
 from pathlib import Path
 
+from nalu_cli import faults
 from nalu_cli.errors import NaluError
 from nalu_cli.rundir import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     LOCK_FILE,
     META_FILE,
+    METRICS_FILE,
     NALU_NAMES,
     STATE_FILE,
     is_locked,
     is_run_dir,
     is_saved_model,
+    is_temporary,
     remove,
 )
 
@@ -98,6 +101,14 @@ def _is_new_run(path: Path) -> bool:
     return (path / CONFIG_FILE).is_file() and (path / LOCK_FILE).is_file()
 
 
+def _is_begun_run(path: Path) -> bool:
+    """A run directory rundir.new_run_dir began in a temporary sibling: its lock, and nothing but what
+    it writes there (config.yaml, metrics.jsonl, a temporary config.yaml), however far it got."""
+    return path.is_dir() and not path.is_symlink() and (path / LOCK_FILE).is_file() and all(
+        entry.name in (LOCK_FILE, CONFIG_FILE, METRICS_FILE) or is_temporary(entry.name, CONFIG_FILE)
+        for entry in path.iterdir())
+
+
 class Replacement:
     """The output being written by `replacing`: `commit()` once it is usable, and the old one goes."""
 
@@ -109,6 +120,7 @@ class Replacement:
             return
         self.committed = True
         if self.backup is not None:
+            faults.reached("commit")
             doomed = self.backup.with_name(self.backup.name.replace(".backup-", ".discard-", 1))
             os.replace(self.backup, doomed)  # from here a kill leaves a discard, which `recover` deletes
             remove(doomed)
@@ -142,6 +154,7 @@ def replacing(path: Path, overwrite: bool, kind: str):
             backup = path.with_name(f".{path.name}.backup-{os.getpid()}")
             remove(backup)
             os.replace(path, backup)  # the locked directory moves with its lock
+            faults.reached("backup")
         replacement = Replacement(path, backup)
         try:
             yield replacement
@@ -171,7 +184,7 @@ def recover(path: Path) -> bool:
                 remove(Path(doomed))
     for name in sorted(glob.glob(f"{pattern}.tmp-*")):  # a run begun by a process killed before it appeared
         begun = Path(name)
-        if (begun / CONFIG_FILE).is_file() and (begun / LOCK_FILE).is_file() and not is_locked(begun):
+        if _is_begun_run(begun) and not is_locked(begun):
             remove(begun)
     for name in sorted(glob.glob(f"{pattern}.backup-*")):
         backup = Path(name)

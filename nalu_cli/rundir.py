@@ -21,10 +21,12 @@ import glob
 import json
 import math
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from nalu_cli import faults
 from nalu_cli.errors import WRITE_ERRNOS, NaluError, WriteError
 
 CONFIG_FILE = "config.yaml"
@@ -50,10 +52,12 @@ OUTPUT_NAME = "y"
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temporary sibling, then rename over `path`: readers see old or new, never half."""
-    with atomic_path(path) as tmp, open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        faults.reached(f"text:{Path(path).name}", tmp)
 
 
 @contextlib.contextmanager
@@ -93,10 +97,12 @@ def _named_failures(path: Path):
 def _into_place(tmp: Path, path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         if _exchange(tmp, path):
+            faults.reached(f"exchanged:{path.name}")
             remove(tmp)  # the old one, now
             return
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")  # no exchange here: `restore_replaced` finds it
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")  # no exchange: finish_interrupted_writes finds it
         os.replace(path, old)
+        faults.reached(f"moved-aside:{path.name}")
         os.replace(tmp, path)
         remove(old)
         return
@@ -129,6 +135,31 @@ def restore_replaced(path: Path) -> None:
             return
 
 
+# What the process holding a run's lock (train, resume) writes there, each with `atomic_path`.
+RUN_WRITES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, KERAS_FILE, SAVED_MODEL_DIR, CHECKPOINT_DIR)
+
+
+def is_temporary(entry: str, name: str) -> bool:
+    """Whether `entry` is a temporary `atomic_path` makes to replace `name`: `.STEM.tmp-PID.SUFFIX`
+    (the new one) or `.NAME.old-PID` (the old one, where it cannot exchange)."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+    return bool(re.fullmatch(rf"\.{re.escape(stem)}\.tmp-\d+{re.escape(suffix)}|\.{re.escape(name)}\.old-\d+", entry))
+
+
+def finish_interrupted_writes(run_dir: Path) -> None:
+    """Complete the writes a killed run process left half done in `run_dir`: a directory killed
+    between its two renames gets its old version back (`restore_replaced`; resume makes the new one
+    again: it redoes the steps after the old checkpoint, and saves the model at its end), and the
+    temporaries of its writes go (a new checkpoint or model not yet in place, an old one exchanged
+    out but not yet deleted). Call it holding the run's lock: then nothing alive writes these names."""
+    run_dir = Path(run_dir)
+    for name in (SAVED_MODEL_DIR, CHECKPOINT_DIR):
+        restore_replaced(run_dir / name)
+    for entry in sorted(run_dir.iterdir()):
+        if any(is_temporary(entry.name, name) for name in RUN_WRITES):
+            remove(entry)
+
+
 def remove(path: Path) -> None:
     """Delete a file or a directory tree; nothing if it is not there."""
     path = Path(path)
@@ -149,6 +180,7 @@ def new_run_dir(out: Path, config_text: str):
     tmp.mkdir()
     try:
         with run_lock(tmp):  # the lock file moves with the directory, still locked
+            faults.reached("run-begun")
             atomic_write_text(tmp / CONFIG_FILE, config_text)
             (tmp / METRICS_FILE).touch()
             try:
@@ -157,6 +189,7 @@ def new_run_dir(out: Path, config_text: str):
                 if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise
                 raise NaluError(f"{out} already exists; pass --overwrite to replace it") from None
+            faults.reached("run-created")
             yield
     finally:
         remove(tmp)  # left only if the rename did not happen

@@ -132,7 +132,8 @@ def after_recovery(path: Path, old: dict, capsys, usable) -> str:
     note = capsys.readouterr().err
     assert bystanders(path) == others
     beside = sorted(p for p in path.parent.iterdir() if p.name.startswith(f".{path.name}."))
-    assert not [p for p in beside if ".discard-" in p.name or (p / "config.yaml").exists() and ".tmp-" in p.name]
+    # Nor a run begun in a temporary sibling, however far it got (its lock alone, or more).
+    assert not [p for p in beside if ".discard-" in p.name or ".tmp-" in p.name and (p / ".lock").exists()]
     backups = [p for p in beside if ".backup-" in p.name]
     if path.exists() and tree(path) == old:
         assert not backups

@@ -14,7 +14,7 @@ import pytest
 from nalu_cli.config import resolve
 from nalu_cli.errors import NaluError
 from nalu_cli.rundir import run_lock
-from tests.conftest import assert_same_weights, invoke, metrics_without_timing, weights
+from tests.conftest import QUICK_CONFIG, assert_same_weights, invoke, metrics_without_timing, weights
 
 SMALL_RUN = ["--op", "mul", "--unit", "nalu", "--seed", "3"]
 SMALL_CONFIG = "task: {input_size: 20}\ntraining: {steps: 30000, eval_every: 500}\n"
@@ -240,3 +240,42 @@ def test_a_recurrent_run_of_an_older_nalu_is_resumed_only_as_it_trained(tmp_path
                                                       ("training", "recurrent_step_scale")), tmp_path)
     check_resumable(resolve({}), written_by_old_nalu({}, ("model", "learn_initial_state"),
                                                      ("training", "recurrent_step_scale")), tmp_path)
+
+
+def test_a_run_killed_mid_write_resumes_to_the_uninterrupted_run_and_leaves_nothing_of_the_dead_writer(
+        tmp_path, monkeypatch):
+    """Two points where a kill leaves a write half done: a checkpoint exchanged with its new version,
+    the old one not yet deleted from its temporary name; the final model.keras written but not renamed
+    (no summary yet). The run directory is copied there as a dead process leaves it (its temporaries
+    named after another pid), and `--resume` finishes each copy: the uninterrupted run, with the dead
+    writer's temporaries gone. benchmarks/fault_injection.py kills real processes at 30 points."""
+    import shutil
+    from collections import Counter
+
+    from nalu_cli import faults
+
+    config, run = tmp_path / "quick.yaml", tmp_path / "run"
+    config.write_text(QUICK_CONFIG)
+    points, arrivals, copies = {"exchanged:checkpoint": 1, "keras": 1}, Counter(), {}
+
+    def copy_as_killed(point, path=None, start=0):
+        arrivals[point] += 1
+        if points.get(point) == arrivals[point]:
+            copies[point] = Path(shutil.copytree(run, tmp_path / f"killed-{len(copies)}"))
+            for entry in copies[point].iterdir():  # a dead writer's: another process's pid
+                entry.rename(entry.with_name(entry.name.replace(f"-{os.getpid()}", "-12345")))
+
+    monkeypatch.setattr(faults, "reached", copy_as_killed)
+    assert invoke("train", "--config", config, "--out", run).exit_code == 0
+    monkeypatch.undo()
+    assert sorted(copies) == sorted(points)
+    for point, copy in copies.items():
+        assert [p.name for p in copy.iterdir() if ".tmp-12345" in p.name], point  # as the kill left it
+        result = invoke("train", "--resume", copy)
+        assert result.exit_code == 0, f"{point}: {result.stderr}"
+        assert metrics_without_timing(copy) == metrics_without_timing(run), point
+        assert_same_weights(copy, run)
+        resumed, whole = (json.loads((r / "summary.json").read_text()) for r in (copy, run))
+        for key in ("steps_trained", "selected_step", "interpolation_mse", "extrapolation_mse", "success"):
+            assert resumed[key] == whole[key], (point, key)
+        assert not [p.name for p in copy.iterdir() if ".tmp-" in p.name or ".old-" in p.name], point

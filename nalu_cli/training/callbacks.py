@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Callable
 
 import tensorflow as tf
 
+from nalu_cli import faults
 from nalu_cli._tf import tensorflow_writes
 from nalu_cli.errors import NaluError, as_write_error
 from nalu_cli.rundir import CHECKPOINT_DIR, METRICS_FILE, TENSORBOARD_DIR, atomic_write_text, to_json
@@ -84,11 +86,13 @@ class RunWriter(Callback):
             "elapsed_seconds": round(seconds, 4),
             "steps_per_second": step / (seconds - trainer.polish_seconds) if step else 0.0,
         }
+        start = os.fstat(self.metrics.fileno()).st_size  # each line is flushed: the file's end
         try:
             self.metrics.write(to_json(entry) + "\n")
             self.metrics.flush()
         except OSError as error:
             raise as_write_error(error, self.out / METRICS_FILE) or error from None
+        faults.reached("metrics-line", self.out / METRICS_FILE, start)
         arrays, scalars = trainer.checkpoint().arrays_and_scalars()
         write_checkpoint(self.out / CHECKPOINT_DIR, arrays, {**scalars, "train_seconds": seconds, "config": self.config})
         if self.on_checkpoint:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nalu_cli import faults
 from nalu_cli.errors import NaluError
 from nalu_cli.rundir import STATE_FILE, atomic_path, to_json
 from nalu_cli.training.selection import ReplicaResult, ReplicaStatus
@@ -85,7 +86,9 @@ def write_checkpoint(path: Path, arrays: dict, scalars: dict) -> None:
     with atomic_path(path) as tmp:
         tmp.mkdir()
         np.savez(tmp / ARRAYS_FILE, **arrays)
+        faults.reached("checkpoint-arrays", tmp / ARRAYS_FILE)
         (tmp / SCALARS_FILE).write_text(to_json(scalars))
+        faults.reached("checkpoint-scalars", tmp / SCALARS_FILE)
 
 
 def read_checkpoint(path: Path) -> tuple[dict, dict]:

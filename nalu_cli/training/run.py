@@ -27,10 +27,10 @@ from nalu_cli.rundir import (
     SAVED_MODEL_DIR,
     SUMMARY_FILE,
     atomic_write_text,
+    finish_interrupted_writes,
     is_run_dir,
     new_run_dir,
     read_run_config,
-    restore_replaced,
     run_lock,
     to_json,
 )
@@ -80,7 +80,9 @@ def resume(
 ) -> dict:
     """Continue an interrupted run from its last checkpoint; ends where an uninterrupted run would.
 
-    A run killed before its first checkpoint starts again from step 0.
+    However the run was stopped (Ctrl-C, kill -9 anywhere), this finishes it: the writes a kill
+    left half done are completed first (rundir.finish_interrupted_writes), and a run killed
+    before its first checkpoint starts again from step 0.
     """
     out = Path(out)
     recover(out)
@@ -91,7 +93,7 @@ def resume(
     check_writable(out)
     try:
         with run_lock(out):
-            restore_replaced(out / CHECKPOINT_DIR)
+            finish_interrupted_writes(out)
             checkpoint = read_checkpoint(out / CHECKPOINT_DIR) if has_checkpoint(out / CHECKPOINT_DIR) else None
             config = read_run_config(out, steps)
             if checkpoint is not None:

@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from nalu_cli import tasks
+from nalu_cli import faults, tasks
 from nalu_cli.config import TrainingConfig
 from nalu_cli.training import optimizer
 
@@ -147,6 +147,7 @@ class ChunkRunner:
             )
             self._pace(steps, time.perf_counter() - started)
             done += steps
+            faults.reached("chunk-call")
         # Finished or diverged replicas keep their state (computed, then discarded: cheaper than masking per step).
         new_state = tf.nest.map_structure(lambda new, old: where(tf.constant(active), new, old), new_state, state)
         loss = loss_sum.numpy() / np.float32(n)
