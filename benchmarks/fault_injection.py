@@ -1,6 +1,6 @@
 """Kill `nalu train` with SIGKILL anywhere, and check that nothing is lost: one table.
 
-    .venv/bin/python benchmarks/fault_injection.py [--only TEXT ...] [--parts train,benchmark]
+    .venv/bin/python benchmarks/fault_injection.py [--only TEXT ...] [--parts train,signals,cost,benchmark]
 
 train      `nalu train` is killed at the named points of nalu_cli/faults.py (NALU_FAULT; some
            cut the file just written at a byte), at times, and twice (its resume killed too),
@@ -14,10 +14,17 @@ train      `nalu train` is killed at the named points of nalu_cli/faults.py (NAL
            processes may be left in or beside it (a backup nalu names in one line excepted).
            Cases marked "no exchange" run where directories cannot be swapped in one step
            (renameat2 unavailable): a directory is replaced in two renames.
+signals    Ctrl-C, SIGTERM and two Ctrl-C of `nalu train` with eval_every 400,000 (a chunk of
+           about 10 s), 2 s into its first chunk: seconds from the signal to summary.json and to
+           the process's exit, its exit code, and whether the run can be resumed.
+cost       training speed (NAU -> NMU, 200,000 steps, in this process) with a chunk cut into
+           calls of about step.CALL_SECONDS, so that Ctrl-C is answered, against one compiled
+           call for the whole chunk: 5 runs each, interleaved.
 benchmark  `nalu benchmark` with 2 local workers, stopped hard or by signal (benchmark_kills.py).
 
 Each process imports TensorFlow (about 3.5 s), so the whole takes minutes; tests/ holds the
-fast in-process checks. Exits 1 if any case differs.
+fast in-process checks. Seconds and speeds move with the machine's load. Exits 1 if any case
+differs (signals: a stop that is not exit 130 with a resumable run).
 """
 
 from __future__ import annotations
@@ -287,6 +294,85 @@ def train_part(root: Path, only: list[str] | None) -> tuple[list[list[str]], boo
     return rows, passed
 
 
+# eval_every 400,000: a chunk of about 10 s on this machine.
+BIG_CONFIG = """\
+task: {op: mul, input_size: 20}
+model: {layers: [nau, nmu]}
+training: {steps: 4000000, eval_every: 400000, early_stop: false}
+"""
+SIGNALS = {"Ctrl-C": [signal.SIGINT], "SIGTERM": [signal.SIGTERM], "Ctrl-C twice, 0.1 s apart": [signal.SIGINT] * 2}
+
+
+def signals_part(root: Path) -> tuple[list[list[str]], bool]:
+    """Each of SIGNALS sent to `nalu train` 2 s into its first 400,000-step chunk (after the step-0
+    evaluation's metrics line): seconds to summary.json and to exit, exit code, resumable."""
+    config = root / "big.yaml"
+    config.write_text(BIG_CONFIG)
+    rows, passed = [], True
+    for number, (name, signals) in enumerate(SIGNALS.items()):
+        run = root / f"big{number}"
+        process = subprocess.Popen([*NALU, "train", "--config", config, "--out", run],
+                                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while process.poll() is None and not has_content(run / "metrics.jsonl"):
+            time.sleep(0.02)
+        time.sleep(2.0)  # well inside the first chunk
+        sent = time.perf_counter()
+        for sig in signals:
+            process.send_signal(sig)
+            time.sleep(0.1)
+        summary_at = None
+        while process.poll() is None:
+            if summary_at is None and (run / "summary.json").exists():
+                summary_at = time.perf_counter() - sent
+            time.sleep(0.01)
+        exited = time.perf_counter() - sent
+        _, err = process.communicate()
+        last = err.strip().splitlines()[-1] if err.strip() else ""
+        resumable = (run / "checkpoint" / "state.json").exists()
+        passed &= process.returncode == 130 and resumable
+        rows.append([name, f"{summary_at:.2f}" if summary_at is not None else "-", f"{exited:.2f}",
+                     str(process.returncode), "yes" if resumable else "no", last[:90]])
+        print(f"  {name}: exit {process.returncode} after {exited:.2f} s", file=sys.stderr, flush=True)
+    return rows, passed
+
+
+def cost_part(repeats: int = 5, steps: int = 200_000) -> list[list[str]]:
+    """Steps/s of a chunk of `steps` as one compiled call against calls of about step.CALL_SECONDS,
+    `repeats` runs of each, interleaved (the machine's load moves both alike)."""
+    import statistics
+
+    from nalu_cli.config import resolve
+    from nalu_cli.training import Replica, ReplicaTrainer
+    from nalu_cli.training.step import CALL_SECONDS
+
+    config = resolve({"task": {"op": "mul"}, "model": {"layers": ["nau", "nmu"]}})
+    trainer = ReplicaTrainer(config.model, config.training, [Replica.for_seed(config, 0)])
+    runner = trainer._chunk
+    paced = runner._pace
+    trainer.train(20_000)  # compiled, and the calls sized
+    sized, calls = runner.call_steps, []
+    split = f"calls of about {CALL_SECONDS} s"
+    rates = {"one call": [], split: []}
+
+    def counted(done, seconds):
+        calls[-1] += 1
+        paced(done, seconds)
+
+    for _ in range(repeats):
+        for name, pace, call_steps in (("one call", lambda done, seconds: None, steps), (split, counted, sized)):
+            runner._pace, runner.call_steps = pace, call_steps
+            calls.append(0)
+            started = time.perf_counter()
+            trainer.train(steps)
+            rates[name].append(steps / (time.perf_counter() - started))
+            if pace is counted:
+                sized = runner.call_steps
+    split_calls = calls[1::2]
+    return [[name, f"{statistics.median(values):,.0f}", f"{min(values):,.0f}-{max(values):,.0f}",
+             "1" if name == "one call" else f"{statistics.median(split_calls):.0f}"] for name, values in rates.items()]
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
@@ -309,6 +395,16 @@ def main(argv: list[str]) -> int:
             print(f"\n`nalu train` killed with SIGKILL, then continued until it finished "
                   f"({time.perf_counter() - started:.0f} s)\n")
             print(table(["case", "NALU_FAULT or kill", "what each process left", "result"], rows))
+        if "signals" in parts:
+            rows, ok = signals_part(root)
+            print("\n`nalu train` with eval_every 400,000 (a chunk of about 10 s), signalled 2 s into its first chunk\n")
+            print(table(["signal", "summary.json after (s)", "exit after (s)", "exit code", "resumable", "last line"],
+                        rows))
+            passed &= ok
+        if "cost" in parts:
+            print("\nNAU -> NMU on a*b, 200,000 steps: one compiled call, or calls of about step.CALL_SECONDS "
+                  "(5 runs each, interleaved)\n")
+            print(table(["calls", "median steps/s", "range", "calls per 200,000 steps"], cost_part()))
         if "benchmark" in parts:
             from benchmark_kills import benchmark_part
 
