@@ -64,7 +64,7 @@ def write_saved_model(model, meta: dict, path: Path) -> None:
     )
     from nalu_cli._tf import tensorflow_writes
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path, directory=True) as tmp:  # locked: `recover` deletes it only once its writer is gone
         with tensorflow_writes(path):
             archive.write_out(str(tmp), verbose=False)
         (tmp / META_FILE).parent.mkdir(parents=True, exist_ok=True)
@@ -238,8 +238,9 @@ def _source_keras_model(source: ModelSource):
 def _copy_saved_model(source: ModelSource, out: Path) -> None:
     import shutil
 
-    with atomic_path(out) as tmp:
-        shutil.copytree(source.saved_model, tmp)
+    with atomic_path(out, directory=True) as tmp:
+        shutil.copytree(source.saved_model, tmp, dirs_exist_ok=True)
+        faults.reached("saved-model", tmp / SAVED_MODEL_PB)
 
 
 def _write_tflite(out: Path) -> Path:

@@ -1,12 +1,13 @@
 """Named points where nalu can be made to die as `kill -9` would, to prove what it leaves is usable.
 
-    NALU_FAULT=POINT[:N][@BYTES] nalu train ...
+    NALU_FAULT=POINT[:N][@BYTES] nalu train ...   (or nalu export ...)
 
 The process SIGKILLs itself the N-th time (default: the first) it reaches POINT. With
 @BYTES, the file just written there is first cut to BYTES bytes of what that write added:
 the disk as a kill in the middle of the write leaves it. benchmarks/fault_injection.py kills
 real `nalu train` processes at these points and checks that `--resume` ends where an
-uninterrupted run does, or that an `--overwrite` killed part-way leaves the old run as it was.
+uninterrupted run does, or that an `--overwrite` killed part-way leaves the old run as it was;
+its export part kills `nalu export` at `saved-model` and `keras`.
 Unset (always, outside that script), a point costs one environment lookup.
 
 Points (each right after what its name says):
@@ -14,7 +15,8 @@ Points (each right after what its name says):
     metrics-line           a line appended to metrics.jsonl (before its checkpoint)
     checkpoint-arrays      checkpoint state.npz written, in the temporary directory
     checkpoint-scalars     checkpoint state.json written, in the temporary directory
-    saved-model            the SavedModel written, in the temporary directory (@BYTES: its saved_model.pb)
+    saved-model            the SavedModel written (or, exporting a bare SavedModel, copied), in the
+                           temporary directory (@BYTES: its saved_model.pb)
     keras                  model.keras written, as a temporary file
     text:NAME              a temporary copy of NAME (summary.json, metrics.jsonl, config.yaml) written
     exchanged:NAME         a directory NAME (checkpoint, saved_model) exchanged with its new version,

@@ -21,6 +21,7 @@ import errno
 import fcntl
 import glob
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -34,6 +35,7 @@ from nalu_cli.rundir import (
     META_FILE,
     METRICS_FILE,
     NALU_NAMES,
+    SAVED_MODEL_NAMES,
     STATE_FILE,
     is_locked,
     is_run_dir,
@@ -186,6 +188,10 @@ def recover(path: Path) -> bool:
         begun = Path(name)
         if _is_begun_run(begun) and not is_locked(begun):
             remove(begun)
+    for temporary in _saved_model_temporaries(path):  # an export killed before its SavedModel was in place
+        with _locked_dir(temporary) as held:
+            if held and _is_saved_model_temporary(temporary):  # under the lock: no writer can begin in it
+                remove(temporary)
     for name in sorted(glob.glob(f"{pattern}.backup-*")):
         backup = Path(name)
         with _locked_dir(backup) as held:
@@ -209,6 +215,22 @@ def recover(path: Path) -> bool:
                 continue
             _note(f"put back the {kind} at {path}: a nalu process replacing it was killed before it finished")
     return live
+
+
+def _saved_model_temporaries(path: Path) -> list[Path]:
+    """The directories beside `path` named as `atomic_path(path, directory=True)` names its temporary."""
+    pattern = glob.escape(str(path.parent / f".{path.stem}.tmp-")) + "*" + glob.escape(path.suffix)
+    return [Path(name) for name in sorted(glob.glob(pattern))
+            if is_temporary(Path(name).name, path.name) and Path(name).is_dir() and not Path(name).is_symlink()]
+
+
+# TensorFlow writes saved_model.pb and fingerprint.pb to a temporary name, then renames it.
+_TF_TEMPORARY = re.compile(r"(saved_model|fingerprint)\.pb\.tmp[0-9a-f]{32}")
+
+
+def _is_saved_model_temporary(path: Path) -> bool:
+    """Whether `path` holds nothing but what writing a nalu SavedModel puts there (nothing yet, too)."""
+    return all(entry.name in SAVED_MODEL_NAMES or _TF_TEMPORARY.fullmatch(entry.name) for entry in path.iterdir())
 
 
 def _put_back(path: Path, backup: Path | None) -> None:
@@ -243,7 +265,8 @@ def _only_nalus(path: Path) -> bool:
 @contextlib.contextmanager
 def _locked_dir(path: Path | None):
     """An exclusive flock on a directory, not waiting: yields True if taken, False if another process
-    holds it, None if there is no such directory (or `path` is None)."""
+    holds it, None if there is no such directory (or `path` is None, or `path` stopped naming the
+    directory locked before the lock was taken: deleted by the last holder, perhaps made anew)."""
     if path is None:
         yield None
         return
@@ -260,7 +283,11 @@ def _locked_dir(path: Path | None):
                 raise
             yield False
             return
-        yield True
+        try:
+            here = os.path.samestat(os.stat(path), os.fstat(fd))
+        except FileNotFoundError:
+            here = False
+        yield True if here else None
     finally:
         os.close(fd)  # closing the last descriptor drops the lock
 

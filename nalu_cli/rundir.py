@@ -40,12 +40,15 @@ LOCK_FILE = ".lock"
 STATE_FILE = "state.json"  # in CHECKPOINT_DIR: written last, so a checkpoint exists once it does
 META_FILE = Path("assets.extra") / "nalu.json"
 SAVED_MODEL_PB = "saved_model.pb"
-# Every name nalu writes at the top of a run directory or an exported SavedModel.
-NALU_NAMES = frozenset({
-    CONFIG_FILE, METRICS_FILE, KERAS_FILE, SAVED_MODEL_DIR, SUMMARY_FILE, TENSORBOARD_DIR, CHECKPOINT_DIR, LOCK_FILE,
-    "training_curves.png", SAVED_MODEL_PB, "variables", "assets", "assets.extra", "fingerprint.pb", "model.tflite",
-    "model.onnx",
+# Every name nalu (and TensorFlow for it) writes at the top of an exported SavedModel.
+SAVED_MODEL_NAMES = frozenset({
+    SAVED_MODEL_PB, "variables", "assets", "assets.extra", "fingerprint.pb", KERAS_FILE, "model.tflite", "model.onnx",
 })
+# Every name nalu writes at the top of a run directory or an exported SavedModel.
+NALU_NAMES = SAVED_MODEL_NAMES | {
+    CONFIG_FILE, METRICS_FILE, SAVED_MODEL_DIR, SUMMARY_FILE, TENSORBOARD_DIR, CHECKPOINT_DIR, LOCK_FILE,
+    "training_curves.png",
+}
 INPUT_NAME = "x"
 OUTPUT_NAME = "y"
 
@@ -61,26 +64,55 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path):
+def atomic_path(path: Path, directory: bool = False):
     """Yield a temporary sibling path to write a file or directory into; move it into place on success.
 
     A file replaces the old one in one rename; a directory is exchanged with the old one in one
     step (Linux renameat2), so a kill leaves the old or the new at `path`, never neither.
+    With `directory`, the temporary is made here, an empty directory, and an flock on it is held
+    until it is in place: a kill leaves it unlocked, which is how `outputs.recover` knows it is
+    abandoned (its pid could be reused; the kernel drops the lock however the writer dies).
     """
     path = Path(path)
     # Keep the suffix: some writers (keras' .save) insist on it.
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    with _named_failures(path):
-        remove(tmp)
+    held = None
     try:
         with _named_failures(path):
-            yield tmp
-    except BaseException:
-        with contextlib.suppress(OSError):  # best effort: the place may refuse this too
             remove(tmp)
-        raise
-    with _named_failures(path):
-        _into_place(tmp, path)
+            held = _locked_new_dir(tmp) if directory else None
+        try:
+            with _named_failures(path):
+                yield tmp
+        except BaseException:
+            with contextlib.suppress(OSError):  # best effort: the place may refuse this too
+                remove(tmp)
+            raise
+        with _named_failures(path):
+            _into_place(tmp, path)
+    finally:
+        if held is not None:
+            os.close(held)  # drops the lock
+
+
+def _locked_new_dir(path: Path) -> int:
+    """Make the directory `path` and hold an exclusive flock on it; returns the descriptor (closing it
+    drops the lock). `outputs.recover` in another process may delete the directory in the instant
+    before it is locked: it is made again until the one locked is the one at `path`."""
+    for _ in range(100):
+        os.mkdir(path)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            continue
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits only while a recover deletes it
+        try:
+            if os.path.samestat(os.stat(path), os.fstat(fd)):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    raise OSError(errno.EAGAIN, "another process kept deleting it", str(path))
 
 
 @contextlib.contextmanager
@@ -177,9 +209,11 @@ def new_run_dir(out: Path, config_text: str):
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     remove(tmp)
-    tmp.mkdir()
+    made = _locked_new_dir(tmp)  # `recover` deletes an empty one only once this lock is free
     try:
         with run_lock(tmp):  # the lock file moves with the directory, still locked
+            os.close(made)
+            made = None
             faults.reached("run-begun")
             atomic_write_text(tmp / CONFIG_FILE, config_text)
             (tmp / METRICS_FILE).touch()
@@ -192,6 +226,8 @@ def new_run_dir(out: Path, config_text: str):
             faults.reached("run-created")
             yield
     finally:
+        if made is not None:
+            os.close(made)
         remove(tmp)  # left only if the rename did not happen
 
 

@@ -132,8 +132,8 @@ def after_recovery(path: Path, old: dict, capsys, usable) -> str:
     note = capsys.readouterr().err
     assert bystanders(path) == others
     beside = sorted(p for p in path.parent.iterdir() if p.name.startswith(f".{path.name}."))
-    # Nor a run begun in a temporary sibling, however far it got (its lock alone, or more).
-    assert not [p for p in beside if ".discard-" in p.name or ".tmp-" in p.name and (p / ".lock").exists()]
+    # Nor anything begun in a temporary sibling, however far it got: a run (its lock alone, or more), a SavedModel.
+    assert not [p for p in beside if ".discard-" in p.name or ".tmp-" in p.name]
     backups = [p for p in beside if ".backup-" in p.name]
     if path.exists() and tree(path) == old:
         assert not backups
@@ -177,10 +177,12 @@ def test_a_kill_anywhere_in_train_overwrite_leaves_the_old_run_or_a_resumable_ne
 
 
 def fake_export(path: Path):
-    """What `export` writes: a SavedModel (atomically), then files inside it."""
+    """What `export` writes: a SavedModel (atomically, in a locked temporary directory), then files inside it."""
     with outputs.replacing(path, overwrite=True, kind="SavedModel"):
-        with atomic_path(path) as tmp:
-            (tmp / "assets.extra").mkdir(parents=True)
+        with atomic_path(path, directory=True) as tmp:
+            (tmp / "variables").mkdir()
+            (tmp / "variables" / "variables.index").write_text("new")
+            (tmp / "assets.extra").mkdir()
             (tmp / "saved_model.pb").write_text("new")
             (tmp / "assets.extra" / "nalu.json").write_text("{}")
         with atomic_path(path / "model.onnx") as tmp:
@@ -197,6 +199,64 @@ def test_a_kill_anywhere_in_export_overwrite_leaves_the_old_saved_model_or_the_n
     path = tmp_path / "out" / "model"
     states = sweep(path, pristine, lambda: fake_export(path), capsys, whole_saved_model)
     assert len(states) > 5 and states[0] == "old" and "new" in states, states
+
+
+def test_a_saved_model_begun_beside_the_output_goes_once_its_writer_is_gone_and_only_if_nalus(tmp_path):
+    """What an export killed before its SavedModel was in place leaves beside it (`.STEM.tmp-PID.SUFFIX`)
+    goes at the next command on the output. The lock says the writer is gone, not the pid: one named
+    after a live process goes, one a live writer holds stays. A name alone is not enough: a directory
+    holding anything a SavedModel writer does not write, a file, a symlink, another name all stay."""
+    path = tmp_path / "model.v2"  # with a suffix: atomic_path's temporary is .model.tmp-PID.v2
+
+    def begun(name: str, *files: str) -> Path:
+        directory = tmp_path / name
+        for file in files:
+            (directory / file).parent.mkdir(parents=True, exist_ok=True)
+            (directory / file).write_text("x")
+        directory.mkdir(exist_ok=True)
+        return directory
+
+    abandoned = [begun(f".model.tmp-{os.getppid()}.v2"),  # nothing in it yet; a live pid
+                 begun(".model.tmp-1.v2", "variables/variables.index", f"saved_model.pb.tmp{'0' * 32}"),
+                 begun(".model.tmp-2.v2", "variables/variables.index", "saved_model.pb", "assets.extra/nalu.json")]
+    others = [begun(".model.tmp-3.v2", "saved_model.pb", "notes.txt"), begun(".model.tmp-x.v2", "saved_model.pb"),
+              begun(".model.v2.tmp-4", "saved_model.pb"), begun("elsewhere", "saved_model.pb")]
+    (tmp_path / ".model.tmp-5.v2").write_text("a file")
+    (tmp_path / ".model.tmp-6.v2").symlink_to(others[-1])
+    others += [tmp_path / ".model.tmp-5.v2", tmp_path / ".model.tmp-6.v2"]
+    before = {p: tree(p) if p.is_dir() else p.read_text() for p in others}
+    with atomic_path(path, directory=True) as live:  # this process, writing a SavedModel at `path`
+        (live / "saved_model.pb").write_text("being written")
+        result = invoke("eval", path)  # a later command on the output
+        assert result.exit_code == 2 and f"no such file or directory: {path}" in result.stderr
+        assert not [p for p in abandoned if p.exists()]
+        assert {p: tree(p) if p.is_dir() else p.read_text() for p in others} == before
+        assert (live / "saved_model.pb").read_text() == "being written"
+    assert (path / "saved_model.pb").read_text() == "being written"
+
+
+def test_exports_writer_keeps_its_temporary_locked_until_it_is_in_place(tmp_path, monkeypatch):
+    """The real writer (export.write_saved_model) holds the lock while TensorFlow writes: a command on
+    the output meanwhile leaves the temporary alone, and the SavedModel lands whole."""
+    from nalu_cli import faults
+    from nalu_cli.config import ModelConfig
+    from nalu_cli.export import make_meta, write_model
+    from nalu_cli.model import build_model
+
+    out, seen = tmp_path / "out", []
+
+    def reached(point, written=None, start=0):
+        if point == "saved-model":  # TensorFlow has written the SavedModel in the temporary
+            outputs.recover(out)
+            seen.append(sorted(p.name for p in tmp_path.iterdir()))
+
+    monkeypatch.setattr(faults, "reached", reached)
+    model = build_model(ModelConfig(layers=["nau", "nmu"]), input_size=4, seed=3)
+    task = {"op": "mul", "input_size": 4, "subsets": [[0, 2], [1, 3]], "interpolation_range": [[1.0, 2.0]],
+            "extrapolation_range": [[2.0, 6.0]], "seed": 0}
+    write_model(model, make_meta(task, {"unit": "nau-nmu", "layers": ["nau", "nmu"]}), out)
+    assert seen == [[f".out.tmp-{os.getpid()}"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (out / "assets.extra" / "nalu.json").is_file()
 
 
 def test_a_kill_while_putting_a_backup_back_is_finished_by_the_next_command(old_run, capsys):
