@@ -1,6 +1,6 @@
-"""Kill `nalu train` with SIGKILL anywhere, and check that nothing is lost: one table.
+"""Kill or stop `nalu train` (and `nalu export`, `nalu benchmark`) anywhere, check nothing is lost: a table a part.
 
-    .venv/bin/python benchmarks/fault_injection.py [--only TEXT ...] [--parts train,signals,cost,benchmark]
+    .venv/bin/python benchmarks/fault_injection.py [--only TEXT ...] [--parts train,signals,cost,export,benchmark]
 
 train      `nalu train` is killed at the named points of nalu_cli/faults.py (NALU_FAULT; some
            cut the file just written at a byte), at times, and twice (its resume killed too),
@@ -20,6 +20,8 @@ signals    Ctrl-C, SIGTERM and two Ctrl-C of `nalu train` with eval_every 400,00
 cost       training speed (NAU -> NMU, 200,000 steps, in this process) with a chunk cut into
            calls of about step.CALL_SECONDS, so that Ctrl-C is answered, against one compiled
            call for the whole chunk: 5 runs each, interleaved.
+export     `nalu export` killed mid-write, fresh and in an --overwrite, then `nalu eval` or the
+           export again (export_kills.py).
 benchmark  `nalu benchmark` with 2 local workers, stopped hard or by signal (benchmark_kills.py).
 
 Each process imports TensorFlow (about 3.5 s), so the whole takes minutes; tests/ holds the
@@ -405,6 +407,13 @@ def main(argv: list[str]) -> int:
             print("\nNAU -> NMU on a*b, 200,000 steps: one compiled call, or calls of about step.CALL_SECONDS "
                   "(5 runs each, interleaved)\n")
             print(table(["calls", "median steps/s", "range", "calls per 200,000 steps"], cost_part()))
+        if "export" in parts:
+            from export_kills import export_part
+
+            rows, ok = export_part(root)
+            print("\n`nalu export` killed with SIGKILL, then what a user does next\n")
+            print(table(["case", "NALU_FAULT", "what each command left", "result"], rows))
+            passed &= ok
         if "benchmark" in parts:
             from benchmark_kills import benchmark_part
 
