@@ -6,12 +6,13 @@ back if the new one fails before it is usable; once it is usable (`commit`: a ru
 checkpoint, a SavedModel when written whole) the backup is renamed `.NAME.discard-PID` and
 deleted. A process killed in between (kill -9, the out-of-memory killer) cannot do either, so
 every command that touches NAME first calls `recover`: a backup whose writer is gone comes
-back if NAME is not usable, and is named in one line otherwise; a discard is deleted.
+back if NAME is not usable, and is named in one line otherwise; a discard is deleted, and so is
+a SavedModel a killed export began beside NAME (`.STEM.tmp-PID.SUFFIX`, rundir.atomic_path).
 
-"Whose writer is gone" is an flock on the backup directory itself, taken before the move and
-held to the end. The kernel drops it when the process dies, however it dies, so neither a pid
-reused by another process nor a second nalu can make a live backup look abandoned; whoever
-recovers a backup holds the same lock while doing it.
+"Whose writer is gone" is an flock on the backup (or the temporary) directory itself, taken
+before the move (when it is made) and held to the end. The kernel drops it when the process
+dies, however it dies, so neither a pid reused by another process nor a second nalu can make a
+live backup look abandoned; whoever recovers a backup holds the same lock while doing it.
 """
 
 from __future__ import annotations
@@ -173,7 +174,8 @@ def recover(path: Path) -> bool:
     An abandoned backup (its lock free) is put back when `path` is missing or an unusable
     output nalu began (a run without a checkpoint), and named in one line on stderr when `path`
     is usable (a run with a checkpoint, a whole SavedModel): the user chooses. Discards go, and so
-    does a run directory begun in a temporary sibling (rundir.new_run_dir) whose writer is gone.
+    does a run directory begun in a temporary sibling (rundir.new_run_dir) or a SavedModel begun
+    in one (rundir.atomic_path with `directory`) whose writer is gone.
     """
     path = Path(path)
     if not path.name or path.name in (".", ".."):

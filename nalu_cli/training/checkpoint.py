@@ -83,8 +83,7 @@ class Checkpoint:
 
 def write_checkpoint(path: Path, arrays: dict, scalars: dict) -> None:
     """Atomically replace the checkpoint directory: a crash leaves the old one or the new one, whole."""
-    with atomic_path(path) as tmp:
-        tmp.mkdir()
+    with atomic_path(path, directory=True) as tmp:
         np.savez(tmp / ARRAYS_FILE, **arrays)
         faults.reached("checkpoint-arrays", tmp / ARRAYS_FILE)
         (tmp / SCALARS_FILE).write_text(to_json(scalars))
