@@ -26,10 +26,11 @@ def can_snap(layers, params) -> bool:
     return True
 
 
-def make_evaluator(forward, layers, specs: list, snap: bool):
+def make_evaluator(forward, layers, specs: list, snap: bool, jit_compile: bool | None = None):
     """evaluate(params, polished=False) -> [Candidate for the weights, and for them snapped if `snap`].
 
     `forward(params, x)` is the model's pure forward pass; `specs` the replicas' tasks.
+    `jit_compile`: whether XLA compiles the evaluation; None: for recurrent tasks only (below).
     """
     single = len(specs) == 1
     groups, per_group = shared_layout(specs)
@@ -55,10 +56,13 @@ def make_evaluator(forward, layers, specs: list, snap: bool):
         return errors
 
     # A recurrent test set runs a loop of extrapolation_length steps, op by op without XLA: an
-    # evaluation of the default model's 6 replicas (T = 1,000, with snapping) took 3.2 s, compiled
-    # 1.2 s (medians of 5, machine shared). A static evaluation is a few matmuls: it stays
-    # uncompiled, so its numbers stay bit for bit those recorded in tests/data/golden_runs.json.
-    @tf.function(autograph=False, jit_compile=any(spec.recurrent for spec in specs))
+    # evaluation of the default model's 6 replicas (T = 1,000, with snapping) took 0.95 s, compiled
+    # 0.36 s (benchmarks/evaluation.py, idle machine). A static evaluation takes 25 ms (11 compiled):
+    # it stays uncompiled, so its numbers stay bit for bit those recorded in tests/data/golden_runs.json.
+    if jit_compile is None:
+        jit_compile = any(spec.recurrent for spec in specs)
+
+    @tf.function(autograph=False, jit_compile=jit_compile)
     def scores(params):
         scored = [(params, errors_of(params))]
         if snap:
