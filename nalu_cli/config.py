@@ -1,5 +1,7 @@
 """Run configuration: small dataclasses with defaults, a YAML file and flag overrides.
 
+The file format (reading and writing YAML) is nalu_cli/config_files.py.
+
 A config is resolved once (defaults <- YAML file <- command-line overrides),
 validated, and written into the run directory so every checkpoint carries the
 settings that made it. Unknown keys and wrong types are errors that name the key.
@@ -13,7 +15,6 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from nalu_cli import ops
@@ -276,9 +277,9 @@ def validate(config: Config) -> Config:
             f"config key 'training.polish_every' must be 0 or a multiple of training.eval_every "
             f"({training.eval_every}), got {training.polish_every!r}"
         )
-    scale = training.recurrent_step_scale
-    if scale is not None and not (math.isfinite(scale) and scale >= 0):
-        raise NaluError(f"config key 'training.recurrent_step_scale' must be a number >= 0 or null, got {scale!r}")
+    if training.recurrent_step_scale is not None and training.recurrent_step_scale < 0:  # finite: _coerce
+        raise NaluError(f"config key 'training.recurrent_step_scale' must be a number >= 0 or null, "
+                        f"got {training.recurrent_step_scale!r}")
     if not 0 <= config.seed < SEED_LIMIT:
         raise NaluError(f"config key 'seed' must be in [0, 2^32), got {config.seed!r}")
     if not 0 < task.subset_ratio <= 1:
@@ -307,53 +308,6 @@ def validate(config: Config) -> Config:
     for key in ("interpolation_range", "extrapolation_range"):
         check_domain(task.op, f"task.{key}", getattr(task, key))
     return config
-
-
-def load_yaml(path: Path) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise NaluError(f"config file not found: {path}")
-    if not path.is_file():
-        raise NaluError(f"config path is not a file: {path}")
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as error:
-        raise NaluError(f"cannot read config file {path}: {error}") from None
-    return parse_yaml(text, path)
-
-
-def parse_yaml(text: str, path: Path) -> dict:
-    """The settings in YAML `text` (read from `path`, which errors name): a mapping, or {} if empty."""
-    import yaml  # here, not at the top: `nalu --help` never reads YAML (18 ms of its start-up)
-
-    try:
-        data = yaml.load(text, Loader=_yaml_loader(yaml))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(error, "problem", None) or "invalid YAML"
-        raise NaluError(f"malformed YAML in {path}{where}: {problem}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise NaluError(f"config file {path} must hold a mapping of settings, got {type(data).__name__}")
-    return data
-
-
-def _yaml_loader(yaml):
-    """PyYAML's safe loader, reading exponent numbers without a dot (1e-3, 5E4) as floats.
-
-    PyYAML follows YAML 1.1, where `1e-3` is the string "1e-3"; YAML 1.2 and every
-    user mean the number. The resolver is added to a subclass: yaml.SafeLoader is untouched.
-    """
-    import re
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    exponent = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
-    Loader.add_implicit_resolver("tag:yaml.org,2002:float", exponent, list("-+0123456789"))
-    return Loader
 
 
 def resolve(file_settings: dict | None = None, overrides: dict | None = None) -> Config:
@@ -393,9 +347,3 @@ def _drop_none(tree: dict) -> dict:
 def from_dict(data: dict) -> Config:
     """Rebuild a resolved config (as written by `Config.to_dict`)."""
     return resolve(data)
-
-
-def dump_yaml(config: Config) -> str:
-    import yaml
-
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -238,7 +238,8 @@ def read_run_config(run_dir: Path, steps: int | None = None):
     the beginning of the config the run's checkpoint carries, that config is the run's. Any other
     problem is one error naming the file.
     """
-    from nalu_cli.config import parse_yaml, resolve
+    from nalu_cli.config import resolve
+    from nalu_cli.config_files import parse_yaml
 
     path = Path(run_dir) / CONFIG_FILE
     try:
@@ -256,7 +257,8 @@ def read_run_config(run_dir: Path, steps: int | None = None):
 
 def _checkpoint_config_text(run_dir: Path) -> str | None:
     """config.yaml as the run's checkpoint says it was, or None (no checkpoint, or one without a config)."""
-    from nalu_cli.config import dump_yaml, resolve
+    from nalu_cli.config import resolve
+    from nalu_cli.config_files import dump_yaml
 
     try:
         saved = json.loads((run_dir / CHECKPOINT_DIR / STATE_FILE).read_text())["config"]

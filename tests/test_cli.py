@@ -116,7 +116,8 @@ def test_python_dash_m_runs_the_cli():
 
 def test_config_numbers_with_an_exponent_and_no_dot_are_numbers(tmp_path):
     """YAML 1.1 (PyYAML) reads `1e-3` as a string; a nalu config reads it as the number."""
-    from nalu_cli.config import load_yaml, resolve
+    from nalu_cli.config import resolve
+    from nalu_cli.config_files import load_yaml
 
     path = tmp_path / "c.yaml"
     path.write_text("training: {learning_rate: 1e-3, steps: 20000}\ntask: {op: add, extrapolation_range: [2E0, 6e+0]}\n"

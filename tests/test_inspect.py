@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from nalu_cli import config, export, inspection, tasks
+from nalu_cli import config, config_files, export, inspection, tasks
 from nalu_cli.errors import NaluError
 from nalu_cli.inspection.loading import _weight_key, load
 from nalu_cli.model import build_model, set_params
@@ -88,7 +88,7 @@ def run_dir(tmp_path, op, layers, params, name="run", kind="static"):
     cfg, spec, model = make_model(op, layers, params, kind)
     path = tmp_path / name
     path.mkdir()
-    atomic_write_text(path / CONFIG_FILE, config.dump_yaml(cfg))
+    atomic_write_text(path / CONFIG_FILE, config_files.dump_yaml(cfg))
     (path / METRICS_FILE).write_text("")
     model.save(str(path / KERAS_FILE))
     export.write_saved_model(model, export.make_meta(spec.to_dict(), cfg.to_dict()["model"]), path / SAVED_MODEL_DIR)

@@ -335,7 +335,7 @@ def test_a_fresh_run_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_p
 def test_a_run_killed_before_its_first_checkpoint_can_be_overwritten_or_resumed(tmp_path, monkeypatch):
     """What a kill leaves of a fresh run (config.yaml, an empty metrics.jsonl) is a run nalu can use:
     --overwrite takes it, --resume trains it from step 0."""
-    from nalu_cli.config import dump_yaml
+    from nalu_cli.config_files import dump_yaml
     from nalu_cli.rundir import new_run_dir
 
     path = tmp_path / "run"

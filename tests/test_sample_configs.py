@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from nalu_cli.config import OPS, load_yaml, resolve
+from nalu_cli.config import OPS, resolve
+from nalu_cli.config_files import load_yaml
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_configs"
 

@@ -59,7 +59,7 @@ def benchmark(
     import time
 
     from nalu_cli.benchmark import parse_seeds, run_benchmark
-    from nalu_cli.config import load_yaml
+    from nalu_cli.config_files import load_yaml
 
     op_list = _split(ops)
     for op in op_list:

@@ -45,7 +45,8 @@ def train(
     Ctrl-C or SIGTERM stops within about a second, keeping the last checkpoint, and exits 130;
     a second Ctrl-C stops at once. --resume RUN continues (also after kill -9).
     """
-    from nalu_cli.config import load_yaml, parse_architecture, resolve
+    from nalu_cli.config import parse_architecture, resolve
+    from nalu_cli.config_files import load_yaml
     from nalu_cli.outputs import check_output, check_writable, recover
     from nalu_cli.rundir import CONFIG_FILE, read_run_config
 

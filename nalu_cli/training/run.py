@@ -14,7 +14,8 @@ import tensorflow as tf
 
 from nalu_cli import magnitudes
 from nalu_cli._tf import use_one_thread
-from nalu_cli.config import Config, dump_yaml, resolve
+from nalu_cli.config import Config, resolve
+from nalu_cli.config_files import dump_yaml
 from nalu_cli.errors import NaluError, WriteError, as_write_error
 from nalu_cli.export import make_meta, write_model
 from nalu_cli.model import set_params

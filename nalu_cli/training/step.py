@@ -55,12 +55,11 @@ def layer_schedules(layers, scale=None, start=None, end=None) -> list[tuple[floa
 def recurrent_row_scales(layers, training: TrainingConfig, replicas) -> list[dict]:
     """Per layer, {weight name: factor on the step of its h_{t-1} rows}: a cell's matrices
     (their variables carry `split_rows`, set by the cell's build), empty for other layers."""
-    cells = [layer for layer in layers if getattr(layer, "split_rows", None) is not None]
-    if not cells:
+    if not replicas[0].spec.recurrent:
         return [{} for _ in layers]
     factor = optimizer.recurrent_step_scale(training.recurrent_step_scale, training.optimizer, replicas[0].spec.length)
     return [{name: factor for name, value in layer.params().items() if hasattr(value, "split_rows")
-             and len(value.shape) == 2} if getattr(layer, "split_rows", None) is not None else {} for layer in layers]
+             and len(value.shape) == 2} for layer in layers]
 
 
 def make_chunk(forward, layers, replicas, training: TrainingConfig):
