@@ -32,10 +32,11 @@ def main() -> None:
 
     config = resolve({"task": {"kind": args.kind, "op": args.op}})
     trainer = ReplicaTrainer(config.model, config.training, Replica.with_restarts(config, 0))
-    specs = [replica.spec for replica in trainer.replicas]
-    variants = {jit: make_evaluator(trainer.forward, trainer.layers, specs, trainer.snap_selection, jit_compile=jit)
+    arch = trainer.architectures[0]
+    specs = [replica.spec for replica in arch.replicas]
+    variants = {jit: make_evaluator(arch.forward, arch.layers, specs, arch.snap_selection, jit_compile=jit)
                 for jit in (True, False)}
-    params = trainer.state.params
+    params = arch.state.params
     for evaluate in variants.values():
         evaluate(params)  # trace and compile
     seconds = {jit: [] for jit in variants}

@@ -350,7 +350,7 @@ def cost_part(repeats: int = 5, steps: int = 200_000) -> list[list[str]]:
 
     config = resolve({"task": {"op": "mul"}, "model": {"layers": ["nau", "nmu"]}})
     trainer = ReplicaTrainer(config.model, config.training, [Replica.for_seed(config, 0)])
-    runner = trainer._chunk
+    runner = trainer.architectures[0].chunk
     paced = runner._pace
     trainer.train(20_000)  # compiled, and the calls sized
     sized, calls = runner.call_steps, []

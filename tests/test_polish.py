@@ -33,14 +33,22 @@ def trainer_at(config, seeds, params_of=right_structure):
         {name: tf.constant(np.stack([p[index][name] for p in stacked])) for name in layer}
         for index, layer in enumerate(stacked[0])
     ]
-    trainer.state = trainer.state._replace(params=params)
+    arch = trainer.architectures[0]
+    arch.state = arch.state._replace(params=params)
     return trainer
+
+
+def scored(trainer, polish: bool = False):
+    """The trainer's only architecture's current weights, or them polished, as a selection candidate."""
+    arch = trainer.architectures[0]
+    if polish:
+        return arch.evaluate(arch.polish(arch.state.params), polished=True)[0]
+    return arch.evaluate(arch.state.params)[0]
 
 
 def test_polish_carries_a_near_solution_of_a_over_b_to_the_exact_one():
     trainer = trainer_at(div_config(), [0])
-    before = trainer.evaluate()[0]
-    polished = trainer.evaluate(trainer.polish(), polished=True)[0]
+    before, polished = scored(trainer), scored(trainer, polish=True)
     assert before.interpolation[0] > 1e-7
     assert before.extrapolation[0] > trainer.thresholds[0]
     # Below the success threshold (MSE of weights 1e-5 off the exact ones) on the extrapolation range.
@@ -50,9 +58,10 @@ def test_polish_carries_a_near_solution_of_a_over_b_to_the_exact_one():
 
 def test_polish_leaves_the_training_state_alone():
     trainer = trainer_at(div_config(), [0])
-    before = [{k: v.numpy() for k, v in layer.items()} for layer in trainer.state.params]
-    trainer.polish()
-    for layer_before, layer_after in zip(before, trainer.state.params):
+    state = trainer.architectures[0].state
+    before = [{k: v.numpy() for k, v in layer.items()} for layer in state.params]
+    scored(trainer, polish=True)
+    for layer_before, layer_after in zip(before, trainer.architectures[0].state.params):
         for name, value in layer_before.items():
             np.testing.assert_array_equal(layer_after[name].numpy(), value)
 
@@ -62,10 +71,10 @@ def test_polishing_three_replicas_together_equals_polishing_each_alone():
     starts = {0: 0.3, 1: 0.5, 2: 0.7}
     params_of = lambda spec: right_structure(spec, shared=starts[spec.seed])  # noqa: E731
     trainer = trainer_at(config, [0, 1, 2], params_of)
-    together = trainer.evaluate(trainer.polish(), polished=True)[0]
+    together = scored(trainer, polish=True)
     for index, seed in enumerate((0, 1, 2)):
         alone = trainer_at(config, [seed], params_of)
-        alone_params = alone.evaluate(alone.polish(), polished=True)[0].params
+        alone_params = scored(alone, polish=True).params
         for layer_together, layer_alone in zip(together.params, alone_params):
             for name, value in layer_alone.items():
                 np.testing.assert_allclose(layer_together[name][index], value[0], rtol=1e-5, atol=1e-6)
@@ -83,7 +92,7 @@ def test_fit_selects_the_polished_weights_on_interpolation_error():
 def test_without_polish_every_there_is_no_polish_step():
     trainer = trainer_at(div_config(polish_every=0, learning_rate=1e-6), [0], lambda spec: right_structure(spec, shared=0.3))
     (result,) = trainer.fit(steps=1000, eval_every=1000, early_stop=False)
-    assert not trainer.polish_due() and not result.polished
+    assert trainer.architectures[0].polish is None and not result.polished
     assert result.extrapolation_mse > trainer.thresholds[0]  # the same start the polish solves (above)
 
 

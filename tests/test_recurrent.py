@@ -389,7 +389,7 @@ def test_recurrent_replicas_trained_together_equal_each_trained_alone():
     replicas = [Replica.for_seed(config, 0, restart) for restart in (0, 1)]
     together = ReplicaTrainer(config.model, config.training, replicas)
     results = together.fit(200, 100, False)
-    assert together.layers[0].dtype == "float64"
+    assert together.architectures[0].layers[0].dtype == "float64"
     first, second = together.replica_params(0), together.replica_params(1)
     assert not np.allclose(first[0]["w"], second[0]["w"])
     # The second replica (its own initialisation and data stream, not first in the batch) trained alone;

@@ -121,7 +121,7 @@ def test_steps_trained_counts_a_group_that_stopped_at_step_0_as_0_steps():
                            selected_params=[{"w": np.ones((2, 1))}])
     running = ReplicaResult(interpolation_mse=1.0, extrapolation_mse=5.0, stopped_at_step=None)
     trainer = SimpleNamespace(results=[solved, running], thresholds=np.array([1.0, 1.0]), step=4000,
-                              status=ReplicaStatus.start(2), sparsity_error=lambda params: 0.0,
+                              status=ReplicaStatus.start(2), sparsity_error=lambda index, params: 0.0,
                               chosen=lambda group: selection.chosen([solved, running], group))
     assert result_record(trainer, [0], seed=0)["steps_trained"] == 0
     assert result_record(trainer, [1], seed=1)["steps_trained"] == 4000

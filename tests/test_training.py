@@ -48,11 +48,11 @@ def test_training_in_chunks_equals_one_long_chunk(monkeypatch):
     replica = Replica.for_seed(config, 3)
     monkeypatch.setattr(ChunkRunner, "_pace", lambda runner, steps, seconds: None)  # keep call_steps as set
     chunked = ReplicaTrainer(config.model, config.training, [replica])
-    chunked._chunk.call_steps = 7  # 100 steps as 15 calls
+    chunked.architectures[0].chunk.call_steps = 7  # 100 steps as 15 calls
     for _ in range(4):
         chunked.train(100)
     whole = ReplicaTrainer(config.model, config.training, [replica])
-    whole._chunk.call_steps = 400  # one call
+    whole.architectures[0].chunk.call_steps = 400  # one call
     whole.train(400)
     for a, b in zip(chunked.replica_params(0), whole.replica_params(0)):
         for name in a:
@@ -66,13 +66,13 @@ def test_an_interrupt_abandons_the_chunk_and_leaves_the_trainer_as_it_was():
 
     config = config_for("nac")
     trainer = ReplicaTrainer(config.model, config.training, [Replica.for_seed(config, 0)])
-    before = [leaf.numpy() for leaf in tf.nest.flatten(trainer.state)]
+    before = [leaf.numpy() for leaf in tf.nest.flatten(trainer.architectures[0].state)]
     asked = []
     # Stop at the end of the third call (a trainer that asks only between chunks trains all
     # 2,000,000 steps, a minute or two).
     assert trainer.train(2_000_000, should_stop=lambda: asked.append(1) or len(asked) > 2) is None
     assert trainer.step == 0 and len(asked) == 3
-    for a, b in zip(before, [leaf.numpy() for leaf in tf.nest.flatten(trainer.state)]):
+    for a, b in zip(before, [leaf.numpy() for leaf in tf.nest.flatten(trainer.architectures[0].state)]):
         np.testing.assert_array_equal(a, b)
 
 
@@ -228,5 +228,48 @@ def test_a_trainer_restored_from_its_checkpoint_continues_exactly():
     second.fit(600, 100, False)
     for index in range(2):
         for a, b in zip(first.replica_params(index), second.replica_params(index)):
+            for name in a:
+                np.testing.assert_array_equal(a[name], b[name])
+
+
+def portfolio_members(config):
+    """Two architectures of one seed's model: NAU (restart 0) and NAU -> NMU (restart 1)."""
+    from nalu_cli.config import ModelConfig
+    from nalu_cli.training.architecture import Member
+
+    return [Member(config.model, config.training, [Replica.for_seed(config, 0, 0)]),
+            Member(ModelConfig(layers=["nau", "nmu"]), config.training, [Replica.for_seed(config, 0, 1)])]
+
+
+def test_a_portfolio_trains_each_architecture_as_alone_and_selects_across_them():
+    config = config_for("nau", op="add")
+    members = portfolio_members(config)
+    both = ReplicaTrainer.of(members)
+    both.fit(400, 200, False, groups=[[0, 1]])
+    assert type(both.architectures[1].layers[1]).__name__ == "NMU"
+    for index, member in enumerate(members):
+        alone = ReplicaTrainer(member.model, member.training, member.replicas)
+        (result,) = alone.fit(400, 200, False)
+        for a, b in zip(both.replica_params(index), alone.replica_params(0)):
+            for name in a:
+                np.testing.assert_array_equal(a[name], b[name])
+        assert both.results[index].interpolation_mse == result.interpolation_mse
+    interpolation = [result.interpolation_mse for result in both.results]
+    assert both.chosen([0, 1]) == int(np.argmin(interpolation)) and interpolation[0] != interpolation[1]
+
+
+def test_a_portfolio_restored_from_its_checkpoint_continues_exactly():
+    config = config_for("nau", op="add")
+    first = ReplicaTrainer.of(portfolio_members(config))
+    first.fit(200, 100, False)
+    arrays, scalars = first.checkpoint().arrays_and_scalars()
+    second = ReplicaTrainer.of(portfolio_members(config))
+    second.restore(arrays, scalars)
+    for trainer in (first, second):
+        trainer.fit(400, 100, False)
+    for index in range(2):
+        assert first.results[index].selected_params is not None
+        for a, b in zip(first.replica_params(index) + first.results[index].selected_params,
+                        second.replica_params(index) + second.results[index].selected_params):
             for name in a:
                 np.testing.assert_array_equal(a[name], b[name])

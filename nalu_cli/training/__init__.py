@@ -8,8 +8,9 @@ One concern per module, data flowing one way:
     polish.py      Levenberg-Marquardt on interpolation samples (params in, params out)
     selection.py   best-by-interpolation, solved, early stop, divergence (numpy only)
     checkpoint.py  the training state as arrays and scalars, written atomically
+    architecture.py  one architecture's replicas: template model, state, compiled chunk, evaluator, polish
     callbacks.py   Callback, RunWriter (metrics.jsonl, TensorBoard, checkpoint per evaluation)
-    trainer.py     ReplicaTrainer, composing the above
+    trainer.py     ReplicaTrainer, composing the above over one architecture or several
     record.py      the result record summary.json and benchmark results share
     run.py         `nalu train`: train() and resume() write a run directory
 """
@@ -19,6 +20,7 @@ from importlib import import_module
 # Where each public name lives. Loaded on first use, so that the numpy-only modules
 # (selection, checkpoint) import without TensorFlow.
 _PUBLIC = {
+    "Member": "architecture",
     "Callback": "callbacks",
     "RunWriter": "callbacks",
     "read_checkpoint": "checkpoint",

@@ -3,7 +3,8 @@
     checkpoint/state.npz   weights, optimiser moments, selected weights, replica status
     checkpoint/state.json  step, polish time, every replica's result, train_seconds, the config
 
-Keys: "{params,m,v,mc,vc}/{layer}/{weight}", "selected/{replica}/{layer}/{weight}",
+Keys: "{params,m,v,mc,vc}/{layer}/{weight}" (a portfolio's architectures' layers numbered on from
+one to the next), "selected/{replica}/{layer}/{weight}" (the layers of the replica's architecture),
 "active", "lr_scale", "divergence_events". The directory is replaced whole (rundir.atomic_path):
 a crash leaves the old checkpoint or the new one, never a mix.
 """
@@ -57,8 +58,9 @@ class Checkpoint:
         return arrays, scalars
 
     @classmethod
-    def from_arrays_and_scalars(cls, arrays: dict, scalars: dict, like: dict) -> "Checkpoint":
-        """Rebuild a checkpoint; `like` gives the trees' structure (the trainer's own, fresh)."""
+    def from_arrays_and_scalars(cls, arrays: dict, scalars: dict, like: dict, selected_like: list) -> "Checkpoint":
+        """Rebuild a checkpoint; `like` gives the trees' structure (the trainer's own, fresh) and
+        `selected_like[r]` that of replica r's weights (its architecture's layers)."""
         trees = {}
         for kind, tree in like.items():
             keys = [f"{kind}/{i}/{name}" for i, layer in enumerate(tree) for name in layer]
@@ -75,7 +77,7 @@ class Checkpoint:
             prefix = f"selected/{r}/"
             if any(key.startswith(prefix) for key in arrays):
                 result.selected_params = [
-                    {name: arrays[f"{prefix}{index}/{name}"] for name in layer} for index, layer in enumerate(like["params"])
+                    {name: arrays[f"{prefix}{index}/{name}"] for name in layer} for index, layer in enumerate(selected_like[r])
                 ]
             results.append(result)
         return cls(trees, status, results, int(scalars["step"]), float(scalars.get("polish_seconds", 0.0)))

@@ -24,7 +24,7 @@ def result_record(trainer, group: list[int], seed: int) -> dict:
         "success": bool(result.extrapolation_mse < threshold),
         "solved_at_step": result.solved_at_step,
         "solved_at_seconds": result.solved_at_seconds,
-        "sparsity_error": trainer.sparsity_error(result.selected_params) if result.selected_params else None,
+        "sparsity_error": trainer.sparsity_error(chosen, result.selected_params) if result.selected_params else None,
         # Restarts of one model stop together; a model trained in a benchmark group stops on its own.
         "steps_trained": max(trainer.step if trainer.results[r].stopped_at_step is None
                              else trainer.results[r].stopped_at_step for r in group),

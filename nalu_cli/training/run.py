@@ -199,10 +199,10 @@ def _run(config: Config, out: Path, on_progress, should_stop, checkpoint: tuple 
 def save_selected(trainer: ReplicaTrainer, restarts: list[int], config: Config, out: Path) -> None:
     """The run's model (its chosen restart's selected checkpoint) as model.keras and saved_model/."""
     chosen = trainer.chosen(restarts)
-    result = trainer.results[chosen]
-    set_params(trainer.model, result.selected_params)
+    result, model = trainer.results[chosen], trainer.architecture(chosen).model
+    set_params(model, result.selected_params)
     meta = make_meta(trainer.replicas[chosen].spec.to_dict(), config.to_dict()["model"], selected_step=result.selected_step)
-    write_model(trainer.model, meta, out / SAVED_MODEL_DIR, out / KERAS_FILE)
+    write_model(model, meta, out / SAVED_MODEL_DIR, out / KERAS_FILE)
 
 
 def summarize(trainer: ReplicaTrainer, restarts: list[int], config: Config, train_seconds: float, wall_seconds: float) -> dict:

@@ -1,12 +1,14 @@
-"""The replica trainer: R independent models of one architecture in one compiled graph.
+"""The replica trainer: R independent models in one process, one compiled graph per architecture.
 
-The model's Keras layers hold the weights for saving and export; training runs their
-pure functions (`forward`, `regularizer`, `clip`, `snap`) on parameter tensors with a
-leading replica axis. Replica r is exactly the model `nalu train --seed s_r` trains
-alone: its own initialisation, task slices and data stream. A single model is R = 1, so
-there is one training path. The trainer composes the pieces, each in its own module:
-`step` (the compiled chunk), `evaluate`, `polish`, `selection`, `checkpoint`; callbacks
-(`callbacks.RunWriter`) see every evaluation.
+A model's Keras layers hold the weights for saving and export; training runs their pure
+functions (`forward`, `regularizer`, `clip`, `snap`) on parameter tensors with a leading
+replica axis. Replica r is exactly the model `nalu train --seed s_r` trains alone: its own
+initialisation, task slices and data stream. A single model is R = 1, so there is one
+training path. A trainer has one `Architecture` per member of the model (a named unit one,
+a portfolio several, see architecture.py); selection is over all of them at once. The
+trainer composes the pieces, each in its own module: `step` (the compiled chunk),
+`evaluate`, `polish`, `selection`, `checkpoint`; callbacks (`callbacks.RunWriter`) see
+every evaluation.
 """
 
 from __future__ import annotations
@@ -19,50 +21,50 @@ import tensorflow as tf
 
 from nalu_cli import tasks
 from nalu_cli.config import ModelConfig, TrainingConfig
-from nalu_cli.model import build_model, forward, get_params, unit_layers
 from nalu_cli.training import optimizer, selection
+from nalu_cli.training.architecture import Architecture, Member
 from nalu_cli.training.checkpoint import Checkpoint
-from nalu_cli.training.evaluate import can_snap, make_evaluator, to_numpy
-from nalu_cli.training.polish import make_polish
+from nalu_cli.training.evaluate import to_numpy
 from nalu_cli.training.replicas import Replica
-from nalu_cli.training.step import ChunkRunner, TrainState, make_chunk
+from nalu_cli.training.step import TrainState
 
 
 class ReplicaTrainer:
-    """Trains R replicas of one architecture at once; replica r matches training it alone."""
+    """Trains R replicas at once, of one architecture or several; replica r matches training it alone."""
 
     def __init__(self, model_config: ModelConfig, training: TrainingConfig, replicas: list[Replica]):
-        if not replicas:
-            raise ValueError("need at least one replica")
-        shapes = {(r.spec.kind, r.spec.input_size) for r in replicas}
-        if len(shapes) != 1:
-            raise ValueError(f"replicas must share one task kind and input size, got {sorted(shapes)}")
-        (kind, self.input_size), = shapes
-        self.replicas, self.training = list(replicas), training
-        models = [build_model(model_config, self.input_size, seed=r.init_seed, kind=kind) for r in replicas]
-        self.model = models[0]  # the template whose layers' pure functions run every replica
-        self.layers = unit_layers(self.model)
-        params = tf.nest.map_structure(lambda *leaves: tf.constant(np.stack(leaves)), *[get_params(m) for m in models])
-        self.state = TrainState(params, optimizer.init(params, optimizer.split_weights(params, training.optimizer)))
-        self.status = selection.ReplicaStatus.start(len(replicas))
-        self.results = [selection.ReplicaResult() for _ in replicas]
+        """R replicas of one architecture; `ReplicaTrainer.of(members)` for several."""
+        self._build([Member(model_config, training, list(replicas))])
+
+    @classmethod
+    def of(cls, members: list[Member]) -> "ReplicaTrainer":
+        """The members' replicas, in order (member 0's first), each member with its own architecture and settings."""
+        trainer = cls.__new__(cls)
+        trainer._build(members)
+        return trainer
+
+    def _build(self, members: list[Member]) -> None:
+        if not members or not all(member.replicas for member in members):
+            raise ValueError("need at least one replica per member")
+        self.architectures, start = [], 0
+        for member in members:
+            self.architectures.append(Architecture(member, slice(start, start + len(member.replicas))))
+            start += len(member.replicas)
+        self.replicas = [replica for member in members for replica in member.replicas]
+        self.status = selection.ReplicaStatus.start(len(self.replicas))
+        self.results = [selection.ReplicaResult() for _ in self.replicas]
         self.step, self.polish_seconds, self.interrupted = 0, 0.0, False
-        self.thresholds = np.array([tasks.success_threshold(r.spec) for r in replicas])
-        specs = [r.spec for r in replicas]
-        self._chunk = ChunkRunner(make_chunk(self.forward, self.layers, self.replicas, training))
-        self.snap_selection = training.snap_selection and can_snap(self.layers, params)
-        self._evaluate = make_evaluator(self.forward, self.layers, specs, self.snap_selection)
-        self._polish = None
-        if training.polish_every:
-            self._polish = make_polish(self.forward, self.layers, params, specs, training.polish_iterations)
+        self.thresholds = np.array([tasks.success_threshold(r.spec) for r in self.replicas])
         self._evaluated = False  # whether step 0 has been evaluated (fit does it once)
 
-    def forward(self, params, x):
-        return forward(self.model, params, x)
+    def architecture(self, index: int) -> Architecture:
+        """The architecture replica `index` belongs to."""
+        return next(a for a in self.architectures if a.indices.start <= index < a.indices.stop)
 
     # -- the four things a trainer does: step, evaluate, polish, and (in selection) select ------
     def train(self, n: int, should_stop: Callable[[], bool] | None = None) -> np.ndarray | None:
-        """n steps for every active replica; returns each replica's mean loss over them.
+        """n steps for every active replica; returns each replica's mean loss over them (NaN for
+        an architecture none of whose replicas is active: it is not run).
 
         A replica whose loss or weights go non-finite never keeps that state: it is restored to
         where the chunk began and learns at half the rate from the next chunk; after
@@ -70,28 +72,40 @@ class ReplicaTrainer:
         `should_stop` is asked about every step.CALL_SECONDS: when it says yes, the n steps are
         abandoned, the trainer is left as it was, and train returns None.
         """
-        ran = self._chunk(self.step, n, self.state, self.status.active, self.status.lr_scale, should_stop)
-        if ran is None:
-            return None
-        self.state, losses, finite = ran
+        ran = []
+        for arch in self.architectures:
+            active = self.status.active[arch.indices]
+            if not active.any():
+                ran.append(None)
+                continue
+            ran.append(arch.chunk(self.step, n, arch.state, active, self.status.lr_scale[arch.indices], should_stop))
+            if ran[-1] is None:
+                return None
+        losses, finite = np.full(len(self.replicas), np.nan, np.float32), np.ones(len(self.replicas), bool)
+        for arch, outcome in zip(self.architectures, ran):
+            if outcome is not None:
+                arch.state, losses[arch.indices], finite[arch.indices] = outcome
         self.step += n
         selection.record_divergence(self.status, finite, self.results, self.step)
         return losses
 
-    def evaluate(self, params=None, polished: bool = False) -> list[selection.Candidate]:
-        """The weights (default: the current ones) scored on every replica's validation and test
-        sets, and their snapped form with snap_selection: the selection candidates they make."""
-        return self._evaluate(self.state.params if params is None else params, polished)
-
-    def polish(self) -> list:
-        """Every replica's current weights after the polish step (see polish.py); the state is unchanged."""
-        started = time.perf_counter()
-        polished = self._polish(self.state.params)  # eager call: returns once computed
-        self.polish_seconds += time.perf_counter() - started
-        return polished
-
-    def polish_due(self) -> bool:
-        return self._polish is not None and self.step > 0 and self.step % self.training.polish_every == 0
+    def evaluate_and_select(self, losses: np.ndarray) -> list[dict]:
+        """Every architecture's candidates (the weights, snapped, and polished when due) scored and
+        selected from; returns one metrics entry per replica."""
+        rows = []
+        for arch in self.architectures:
+            candidates = arch.evaluate(arch.state.params)
+            if arch.polish_due(self.step):
+                started = time.perf_counter()
+                polished = arch.polish(arch.state.params)  # eager call: returns once computed
+                self.polish_seconds += time.perf_counter() - started
+                candidates += arch.evaluate(polished, polished=True)
+            ix = arch.indices
+            results = self.results[ix]  # the same ReplicaResult objects; the status arrays' views
+            status = selection.ReplicaStatus(self.status.active[ix], self.status.lr_scale[ix], self.status.divergence_events[ix])
+            selection.select(results, candidates, status.active, self.step)
+            rows += selection.entries(results, candidates, status, losses[ix], self.step)
+        return rows
 
     # -- composing them ------------------------------------------------------------------------
     def fit(
@@ -128,11 +142,7 @@ class ReplicaTrainer:
                 if losses is None:
                     self.interrupted = True
                     return self.results
-            candidates = self.evaluate()
-            if self.polish_due():
-                candidates += self.evaluate(self.polish(), polished=True)
-            selection.select(self.results, candidates, self.status.active, self.step)
-            entries = selection.entries(self.results, candidates, self.status, losses, self.step)
+            entries = self.evaluate_and_select(losses)
             selection.mark_solved(self.results, self.thresholds, self.step, time.perf_counter() - started)
             selection.stop(self.results, self.status, self.thresholds, groups, early_stop, self.step)
             self._evaluated, losses = True, None
@@ -148,27 +158,40 @@ class ReplicaTrainer:
     # -- reading the weights -------------------------------------------------------------------
     def replica_params(self, index: int) -> list[dict]:
         """One replica's current weights, as numpy."""
-        return [{name: value[index] for name, value in layer.items()} for layer in to_numpy(self.state.params)]
+        arch = self.architecture(index)
+        return [{name: value[index - arch.indices.start] for name, value in layer.items()}
+                for layer in to_numpy(arch.state.params)]
 
-    def sparsity_error(self, params: list[dict]) -> float:
-        """max over weights of min(|W|, |1 - |W||) for one replica's parameters (0 if the units have none)."""
-        errors = [float(np.asarray(layer.sparsity_error(**p))) for layer, p in zip(self.layers, params)]
-        return max(errors, default=0.0)
+    def sparsity_error(self, index: int, params: list[dict]) -> float:
+        """max over weights of min(|W|, |1 - |W||) for replica `index`'s parameters `params`."""
+        return self.architecture(index).sparsity_error(params)
 
     # -- checkpoints ---------------------------------------------------------------------------
+    def _trees(self) -> dict:
+        """params and every moment, each one list of layers: the architectures' layers one after another."""
+        states = [arch.state for arch in self.architectures]
+        trees = {"params": [layer for state in states for layer in state.params]}
+        for kind in optimizer.AdamState._fields:
+            trees[kind] = [layer for state in states for layer in getattr(state.optimizer, kind)]
+        return trees
+
     def checkpoint(self) -> Checkpoint:
         """Everything needed to continue exactly (see checkpoint.py)."""
-        params, moments = self.state
-        trees = {"params": params, **moments._asdict()}
-        return Checkpoint({kind: to_numpy(tree) for kind, tree in trees.items()}, self.status, self.results,
-                          self.step, self.polish_seconds)
+        trees = {kind: to_numpy(tree) for kind, tree in self._trees().items()}
+        return Checkpoint(trees, self.status, self.results, self.step, self.polish_seconds)
 
     def restore(self, arrays: dict, scalars: dict) -> None:
         """Continue from `checkpoint().arrays_and_scalars()` as written by an earlier run of the same config."""
-        params, moments = self.state
-        saved = Checkpoint.from_arrays_and_scalars(arrays, scalars, like={"params": params, **moments._asdict()})
+        like = self._trees()
+        selected_like = [self.architecture(r).state.params for r in range(len(self.replicas))]
+        saved = Checkpoint.from_arrays_and_scalars(arrays, scalars, like, selected_like)
         trees = {kind: tf.nest.map_structure(tf.constant, tree) for kind, tree in saved.trees.items()}
-        self.state = TrainState(trees.pop("params"), optimizer.AdamState(**trees))
+        start = 0
+        for arch in self.architectures:
+            layers = slice(start, start + len(arch.layers))
+            moments = optimizer.AdamState(**{kind: trees[kind][layers] for kind in optimizer.AdamState._fields})
+            arch.state = TrainState(trees["params"][layers], moments)
+            start = layers.stop
         self.status, self.results, self.step = saved.status, saved.results, saved.step
         self.polish_seconds = saved.polish_seconds
         self._evaluated = True
