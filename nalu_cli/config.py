@@ -95,13 +95,16 @@ class ModelConfig:
     state of hidden_size with a learnable initial value) and the second maps the last h_t to y.
     """
 
-    # "default" is the default model, not told the op: an NAU picks the slices and a gated
-    # NAU/RealNPU unit combines them (DEFAULT_LAYERS). `unit: nalu` is the paper's model.
+    # "default" is the default model, not told the op: a portfolio of architectures trained side by
+    # side, the model the one with the lowest interpolation MSE (nalu_cli/portfolio.py); its first
+    # member is an NAU that picks the slices and a gated NAU/RealNPU unit that combines them
+    # (DEFAULT_LAYERS). `unit: nalu` is the paper's model.
     unit: str = "default"
     layers: list | None = None  # e.g. [nau, nmu]; null means [unit, unit]
     hidden_size: int = 2
-    # Independent initialisations trained together; the one with the lowest interpolation
-    # validation MSE is the model. null: DEFAULT_RESTARTS for the default model, 1 otherwise.
+    # Independent initialisations trained together (of each architecture of the default model);
+    # the one with the lowest interpolation validation MSE is the model. null: DEFAULT_RESTARTS for
+    # the default model, 1 otherwise.
     restarts: int | None = None
     # Recurrent only: whether an arithmetic cell learns its initial state h_0 (stable-nalu's network)
     # or keeps it at 0, where an exact accumulator starts. null: 0 for the default model, learned
@@ -134,7 +137,10 @@ class ModelConfig:
 
     @property
     def name(self) -> str:
-        """The architecture's name: the unit, or the layers joined by '-' (nau-nmu)."""
+        """The architecture's name: the unit, or the layers joined by '-' (nau-nmu); 'default' for
+        the default model (a portfolio of architectures, nalu_cli/portfolio.py)."""
+        if self.is_default:
+            return "default"
         first, second = self.layer_units
         return first if first == second else f"{first}-{second}"
 

@@ -122,6 +122,7 @@ def test_steps_trained_counts_a_group_that_stopped_at_step_0_as_0_steps():
     running = ReplicaResult(interpolation_mse=1.0, extrapolation_mse=5.0, stopped_at_step=None)
     trainer = SimpleNamespace(results=[solved, running], thresholds=np.array([1.0, 1.0]), step=4000,
                               status=ReplicaStatus.start(2), sparsity_error=lambda index, params: 0.0,
-                              chosen=lambda group: selection.chosen([solved, running], group))
+                              chosen=lambda group: selection.chosen([solved, running], group),
+                              architecture=lambda index: SimpleNamespace(model_config=SimpleNamespace(name="nau")))
     assert result_record(trainer, [0], seed=0)["steps_trained"] == 0
     assert result_record(trainer, [1], seed=1)["steps_trained"] == 4000

@@ -15,13 +15,12 @@ def run_group(work: dict) -> list[dict]:
 
     tf = import_tensorflow()
     use_one_thread(tf)  # workers fill the cores; one thread each is also the fastest per model
-    from nalu_cli.training import Replica, ReplicaTrainer, result_record
+    from nalu_cli.training import ReplicaTrainer, result_record
+    from nalu_cli.training.replicas import members
 
     config: Config = from_dict(work["config"])
-    restarts = config.model.restart_count
-    replicas = [replica for seed in work["seeds"] for replica in Replica.with_restarts(config, seed)]
-    groups = [list(range(i * restarts, (i + 1) * restarts)) for i in range(len(work["seeds"]))]
-    trainer = ReplicaTrainer(config.model, config.training, replicas)
+    architectures, groups = members(config, work["seeds"])
+    trainer = ReplicaTrainer.of(architectures)
     training = config.training
     trainer.fit(training.steps, training.eval_every, training.early_stop, groups=groups)
     records = []
@@ -30,17 +29,18 @@ def run_group(work: dict) -> list[dict]:
                   "group": list(work["seeds"]), "settings": work["settings"]}
         if work["protocol"] == "trask":
             chosen = trainer.chosen(group)  # the restart with the lowest interpolation MSE is the model
-            record.update(_normalized_errors(config, replicas[chosen].spec, trainer.results[chosen]))
+            record.update(_normalized_errors(trainer.architecture(chosen).model_config, trainer.replicas[chosen].spec,
+                                             trainer.results[chosen]))
         records.append(record)
     return records
 
 
-def _normalized_errors(config: Config, spec, result) -> dict:
+def _normalized_errors(model_config, spec, result) -> dict:
     from nalu_cli import tasks
     from nalu_cli.evaluation import normalized_error, random_baseline_mse
 
     datasets = {"interpolation": tasks.validation_set(spec), "extrapolation": tasks.test_set(spec)}
-    baseline = random_baseline_mse(config.model, spec, datasets)
+    baseline = random_baseline_mse(model_config, spec, datasets)
     return {
         "normalized_interpolation": normalized_error(result.interpolation_mse, baseline["interpolation"]),
         "normalized_extrapolation": normalized_error(result.extrapolation_mse, baseline["extrapolation"]),

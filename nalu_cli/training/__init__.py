@@ -20,7 +20,7 @@ from importlib import import_module
 # Where each public name lives. Loaded on first use, so that the numpy-only modules
 # (selection, checkpoint) import without TensorFlow.
 _PUBLIC = {
-    "Member": "architecture",
+    "Member": "replicas",
     "Callback": "callbacks",
     "RunWriter": "callbacks",
     "read_checkpoint": "checkpoint",

@@ -8,27 +8,15 @@ architectures differ in their weights' shapes, so each compiles its own graph.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import tensorflow as tf
 
-from nalu_cli.config import ModelConfig, TrainingConfig
 from nalu_cli.model import build_model, forward, get_params, unit_layers
 from nalu_cli.training import optimizer
 from nalu_cli.training.evaluate import can_snap, make_evaluator
 from nalu_cli.training.polish import make_polish
-from nalu_cli.training.replicas import Replica
+from nalu_cli.training.replicas import Member
 from nalu_cli.training.step import ChunkRunner, TrainState, make_chunk
-
-
-@dataclass(frozen=True)
-class Member:
-    """What one architecture of a model trains: its layers, its training settings, its replicas."""
-
-    model: ModelConfig
-    training: TrainingConfig
-    replicas: list[Replica]
 
 
 class Architecture:

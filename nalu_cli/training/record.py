@@ -14,7 +14,8 @@ def result_record(trainer, group: list[int], seed: int) -> dict:
     return {
         "seed": seed,
         "restarts": len(group),
-        "chosen_restart": chosen - group[0],
+        "chosen_restart": group.index(chosen),
+        "architecture": trainer.architecture(chosen).model_config.name,  # a portfolio's: the chosen member's
         "selected_step": result.selected_step if result.selected_params is not None else None,  # None: nothing finite
         "selected_snapped": result.snapped,
         "selected_polished": result.polished,

@@ -1,4 +1,5 @@
-"""What one model trains on: its initialisation seed, its task and its training-data stream."""
+"""What one model trains on: its initialisation seed, its task and its training-data stream;
+and what a trainer trains for a config: its members (architectures), their replicas, the groups."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nalu_cli import tasks
-from nalu_cli.config import Config
+from nalu_cli import portfolio, tasks
+from nalu_cli.config import Config, ModelConfig, TrainingConfig
 
 
 @dataclass(frozen=True)
@@ -35,3 +36,33 @@ class Replica:
     @classmethod
     def with_restarts(cls, config: Config, seed: int) -> list["Replica"]:
         return [cls.for_seed(config, seed, restart) for restart in range(config.model.restart_count)]
+
+
+@dataclass(frozen=True)
+class Member:
+    """What one architecture of a model trains: its layers, its training settings, its replicas."""
+
+    model: ModelConfig
+    training: TrainingConfig
+    replicas: list[Replica]
+
+
+def members(config: Config, seeds: list[int]) -> tuple[list[Member], list[list[int]]]:
+    """The trainer's members for `seeds` (each a model of `config`) and each seed's group of replicas.
+
+    Every architecture of the model (portfolio.architectures: one for a named unit) trains
+    model.restarts restarts of each seed, numbered on from one architecture to the next, so
+    every replica has its own initialisation and data stream; a seed's group is all of them,
+    and its model the one with the lowest interpolation MSE.
+    """
+    restarts = config.model.restart_count
+    architectures = portfolio.architectures(config)
+    built, groups = [], [[] for _ in seeds]
+    for index, (model, training) in enumerate(architectures):
+        first = sum(len(member.replicas) for member in built)
+        replicas = []
+        for position, seed in enumerate(seeds):
+            groups[position] += range(first + len(replicas), first + len(replicas) + restarts)
+            replicas += [Replica.for_seed(config, seed, index * restarts + k) for k in range(restarts)]
+        built.append(Member(model, training, replicas))
+    return built, groups

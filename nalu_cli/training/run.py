@@ -6,6 +6,7 @@ the RunWriter callback, the selected model's SavedModel and the summary.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Callable
@@ -38,7 +39,7 @@ from nalu_cli.rundir import (
 from nalu_cli.training.callbacks import RunWriter, Stopwatch, kept_metrics, truncate_metrics
 from nalu_cli.training.checkpoint import has_checkpoint, read_checkpoint
 from nalu_cli.training.record import result_record
-from nalu_cli.training.replicas import Replica
+from nalu_cli.training.replicas import members
 from nalu_cli.training.trainer import ReplicaTrainer
 
 # `nalu train` runs TF on one thread up to this many models (restarts); see _tf.use_one_thread.
@@ -169,11 +170,10 @@ def _run(config: Config, out: Path, on_progress, should_stop, checkpoint: tuple 
          on_checkpoint: Callable[[], None] | None = None) -> dict:
     started = time.perf_counter()
     training = config.training
-    replicas = Replica.with_restarts(config, config.seed)
-    if len(replicas) <= ONE_THREAD_MAX_MODELS:
+    architectures, (restarts,) = members(config, [config.seed])
+    if len(restarts) <= ONE_THREAD_MAX_MODELS:
         use_one_thread(tf)
-    trainer = ReplicaTrainer(config.model, training, replicas)
-    restarts = list(range(len(replicas)))
+    trainer = ReplicaTrainer.of(architectures)
     previous_seconds = 0.0
     if checkpoint is not None:
         arrays, scalars = checkpoint
@@ -197,12 +197,15 @@ def _run(config: Config, out: Path, on_progress, should_stop, checkpoint: tuple 
 
 
 def save_selected(trainer: ReplicaTrainer, restarts: list[int], config: Config, out: Path) -> None:
-    """The run's model (its chosen restart's selected checkpoint) as model.keras and saved_model/."""
+    """The run's model (its chosen restart's selected checkpoint, of whichever architecture) as
+    model.keras and saved_model/."""
     chosen = trainer.chosen(restarts)
-    result, model = trainer.results[chosen], trainer.architecture(chosen).model
-    set_params(model, result.selected_params)
-    meta = make_meta(trainer.replicas[chosen].spec.to_dict(), config.to_dict()["model"], selected_step=result.selected_step)
-    write_model(model, meta, out / SAVED_MODEL_DIR, out / KERAS_FILE)
+    result, architecture = trainer.results[chosen], trainer.architecture(chosen)
+    set_params(architecture.model, result.selected_params)
+    # The chosen architecture's own model config (a portfolio member names its layers): what loads it.
+    meta = make_meta(trainer.replicas[chosen].spec.to_dict(), dataclasses.asdict(architecture.model_config),
+                     selected_step=result.selected_step)
+    write_model(architecture.model, meta, out / SAVED_MODEL_DIR, out / KERAS_FILE)
 
 
 def summarize(trainer: ReplicaTrainer, restarts: list[int], config: Config, train_seconds: float, wall_seconds: float) -> dict:

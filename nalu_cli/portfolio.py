@@ -1,0 +1,47 @@
+"""The default model: a portfolio of architectures trained side by side, one model chosen.
+
+`nalu train --op X` is not told X. Its model is chosen among several architectures, each
+trained with model.restarts restarts in the same process: the one restart of any of them
+with the lowest interpolation validation MSE is the model (selection never sees the
+extrapolation set), and the run stops once that model meets the success criterion. Each
+member covers what another cannot learn (see README, "The default model"):
+
+static     NAU -> gated    a+b, a-b, a*b, a^2, sqrt(a)
+           NAU -> NaiNPU   a/b (with the polish step): the gated unit's affine trap
+recurrent  NAU -> gated    a+b, a-b, a^2, sqrt(a), a*b on some seeds
+           NAU -> NMU      a*b on the seeds where the gated output mixes the two sums
+
+A named unit (`--unit nau`, `model.layers`) is one architecture. No TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from nalu_cli.config import Config, ModelConfig, TrainingConfig
+
+# Per task kind: (layers, training settings of that member) for each member of the default model.
+# The NaiNPU member polishes every POLISH_EVERY steps (rounded up to a multiple of eval_every).
+POLISH_EVERY, POLISH_ITERATIONS = 10_000, 1_000
+DEFAULT_MODEL = {
+    "static": ((("nau", "gated"), {}),
+               (("nau", "nainpu"), {"polish_every": POLISH_EVERY, "polish_iterations": POLISH_ITERATIONS})),
+    "recurrent": ((("nau", "gated"), {}), (("nau", "nmu"), {})),
+}
+
+
+def architectures(config: Config) -> list[tuple[ModelConfig, TrainingConfig]]:
+    """(model, training) of each architecture the config's model trains: the default model's
+    members, or the one named. A member's model names its layers, so it builds and loads alone."""
+    model, training = config.model, config.training
+    if not model.is_default:
+        return [(model, training)]
+    built = []
+    for layers, settings in DEFAULT_MODEL[config.task.kind]:
+        member_model = dataclasses.replace(model, unit=layers[0], layers=list(layers),
+                                           restarts=model.restart_count, learn_initial_state=model.learns_initial_state)
+        if "polish_every" in settings:
+            every = training.eval_every
+            settings = {**settings, "polish_every": -(-settings["polish_every"] // every) * every}
+        built.append((member_model, dataclasses.replace(training, **settings)))
+    return built

@@ -1,0 +1,72 @@
+"""The default model is a portfolio: several architectures trained side by side, one model chosen."""
+
+import json
+
+import numpy as np
+import pytest
+
+from nalu_cli import portfolio
+from nalu_cli.config import OPS, resolve
+from nalu_cli.rundir import META_FILE
+from nalu_cli.training.replicas import members
+
+
+@pytest.mark.parametrize("kind", ["static", "recurrent"])
+def test_the_default_model_trains_the_same_architectures_whatever_the_op(kind):
+    names = {op: [model.name for model, _ in portfolio.architectures(resolve({"task": {"op": op, "kind": kind}}))]
+             for op in OPS}
+    assert len({tuple(n) for n in names.values()}) == 1  # not told the op
+    assert names["mul"] == (["nau-gated", "nau-nainpu"] if kind == "static" else ["nau-gated", "nau-nmu"])
+
+
+def test_every_replica_of_a_portfolio_has_its_own_start_and_data_and_each_seed_one_group():
+    config = resolve({"model": {"restarts": 3}})
+    built, groups = members(config, [0, 1])
+    replicas = [replica for member in built for replica in member.replicas]
+    assert [len(member.replicas) for member in built] == [6, 6]
+    assert len({(r.init_seed, r.data_seed) for r in replicas}) == 12
+    assert groups == [[0, 1, 2, 6, 7, 8], [3, 4, 5, 9, 10, 11]]
+    assert all(replicas[i].spec.seed == seed for seed, group in enumerate(groups) for i in group)
+    # restart 0 of the first architecture is the run without restarts, as before the portfolio
+    assert (replicas[0].init_seed, replicas[3].init_seed) == (0, 1)
+
+
+def test_only_the_division_member_polishes_on_a_multiple_of_eval_every():
+    config = resolve({"training": {"eval_every": 3000}})
+    (gated, gated_training), (nainpu, nainpu_training) = portfolio.architectures(config)
+    assert gated_training.polish_every == 0 and gated_training == config.training
+    assert nainpu_training.polish_every == 12_000 and nainpu_training.polish_iterations == portfolio.POLISH_ITERATIONS
+    assert nainpu.layers == ["nau", "nainpu"] and nainpu.restarts == gated.restarts == 6
+
+
+def test_a_named_unit_is_one_architecture():
+    config = resolve({"model": {"layers": ["nau", "nmu"]}})
+    assert portfolio.architectures(config) == [(config.model, config.training)]
+
+
+def test_a_run_saves_the_chosen_architecture_whichever_member_it_is(tmp_path):
+    """The model a portfolio run hands out is the chosen restart's, of its own architecture:
+    model.keras and the SavedModel's metadata describe it, and they load without the portfolio."""
+    from nalu_cli.export import load_keras_model
+    from nalu_cli.model import get_params
+    from nalu_cli.training import ReplicaTrainer
+    from nalu_cli.training.run import save_selected
+
+    config = resolve({"task": {"op": "div", "input_size": 20, "validation_size": 100, "test_size": 100},
+                      "model": {"restarts": 2}})
+    built, (group,) = members(config, [0])
+    trainer = ReplicaTrainer.of(built)
+    trainer.fit(0, 100, False, groups=[group])
+    for chosen, layers in ((3, ["nau", "nainpu"]), (1, ["nau", "gated"])):
+        for r, result in enumerate(trainer.results):
+            result.interpolation_mse = 0.0 if r == chosen else 1.0
+        out = tmp_path / f"chosen{chosen}"
+        out.mkdir()
+        save_selected(trainer, group, config, out)
+        model = load_keras_model(out / "model.keras")
+        assert [type(layer).__name__.lower() for layer in model.layers] == layers
+        for saved, selected in zip(get_params(model), trainer.results[chosen].selected_params):
+            for name, value in selected.items():
+                np.testing.assert_array_equal(saved[name], value)
+        meta = json.loads((out / "saved_model" / META_FILE).read_text())
+        assert meta["model"]["layers"] == layers
