@@ -18,12 +18,11 @@ own seed (`sample_numpy`). Arrays are [N, n] (static) or [N, T, n] (recurrent).
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from nalu_cli import ops
+from nalu_cli import ops, thresholds
 from nalu_cli.streams import stream_key, uniform_numpy, uniform_tf  # noqa: F401  (tasks.stream_key for callers)
 from nalu_cli.config import RECURRENT_OVERLAPS, RECURRENT_SUBSET_SIZES, TaskConfig
 
@@ -32,10 +31,11 @@ from nalu_cli.config import RECURRENT_OVERLAPS, RECURRENT_SUBSET_SIZES, TaskConf
     PLACEMENT_STREAM, VALIDATION_STREAM, TEST_STREAM, TRAIN_STREAM, THRESHOLD_STREAM, BASELINE_STREAM, RESTART_STREAM,
     POLISH_STREAM,
 ) = range(8)
-SUCCESS_EPSILON = 1e-5
+SUCCESS_EPSILON = thresholds.SUCCESS_EPSILON
 THRESHOLD_SAMPLES = 1_000_000
-# The recurrent threshold is simulated from this many input numbers (samples x length x input_size),
-# in float64: 2,000 sequences at the default extrapolation length.
+# The recurrent threshold is simulated from this many drawn numbers (samples x length x numbers per
+# step: the slices' elements and the other inputs' sum), in float64: 2,000 to 10,000 sequences at
+# the default extrapolation length.
 THRESHOLD_NUMBERS_RECURRENT = 20_000_000
 
 
@@ -274,16 +274,20 @@ def sample_batch_numpy(spec: TaskSpec, batch_size: int, key: int, step: int):
     return _batch_from_uniform(spec, u, np.where, np.sum, np.sqrt)
 
 
-def _spec_key(spec: TaskSpec) -> str:
-    return json.dumps(spec.to_dict(), sort_keys=True)
+def threshold_groups(spec: TaskSpec) -> tuple[int, int, int, int]:
+    """The sizes of the inputs' four groups by slice: in a only, in both, in b only, in neither."""
+    (a0, a1), (b0, b1) = spec.subsets
+    both = max(0, min(a1, b1) - max(a0, b0))
+    a_only, b_only = a1 - a0 - both, b1 - b0 - both
+    return a_only, both, b_only, spec.input_size - a_only - both - b_only
 
 
 def success_threshold(spec: TaskSpec, intervals=None, samples: int = THRESHOLD_SAMPLES, length: int | None = None) -> float:
     """Madsen & Johansen's success threshold for this task.
 
-    The MSE, on the extrapolation range, of a near-perfect solution: first-layer
-    weights 1 - eps on the correct slice entries and eps everywhere else
-    (eps = 1e-5), followed by an exact second layer. Simulated in float64.
+    The MSE, on the extrapolation range (or `intervals`), of a near-perfect solution:
+    first-layer weights 1 - eps on the correct slice entries and eps everywhere else
+    (eps = 1e-5), followed by an exact second layer. Simulated in float64 (nalu_cli/thresholds.py).
 
     Recurrent: the same carried over to the cell, at `length` steps (default the
     extrapolation length): every cell weight that is 1 in the exact solution (the slice
@@ -291,61 +295,25 @@ def success_threshold(spec: TaskSpec, intervals=None, samples: int = THRESHOLD_S
     inputs, the cross terms of the recurrence) at eps, initial state 0, exact output layer.
 
     The inputs are i.i.d., so the threshold depends on the slices' lengths and overlap,
-    not on where a seed placed them: it is simulated once per task (op, sizes, ranges)
+    not on where a seed placed them: it is simulated once per task (op, group sizes, ranges)
     from one fixed stream, and every seed of a task is held to the same number.
     """
-    ranges = spec.extrapolation_range if intervals is None else tuple(tuple(i) for i in intervals)
-    (a0, a1), (b0, b1) = spec.subsets
-    shift = min(a0, b0)
+    return threshold_estimate(spec, intervals, samples, length)[0]
+
+
+def threshold_estimate(spec: TaskSpec, intervals=None, samples: int = THRESHOLD_SAMPLES,
+                       length: int | None = None) -> tuple[float, float]:
+    """`success_threshold` and the Monte Carlo standard error of its estimate."""
+    intervals = spec.extrapolation_range if intervals is None else intervals
+    ranges = tuple((float(lo), float(hi)) for lo, hi in intervals)
+    groups = threshold_groups(spec)
     length = (length or spec.extrapolation_length) if spec.recurrent else None
     if spec.recurrent:
-        samples = max(1_000, min(samples, THRESHOLD_NUMBERS_RECURRENT // (length * spec.input_size)))
-    canonical = TaskSpec(
-        op=spec.op, input_size=spec.input_size, subsets=((a0 - shift, a1 - shift), (b0 - shift, b1 - shift)),
-        interpolation_range=(), extrapolation_range=(), seed=0, validation_size=0, test_size=0,
-        kind=spec.kind, length=length, extrapolation_length=length,
-    )
-    return _threshold_cached(_spec_key(canonical), ranges, samples)
+        drawn = length * thresholds.numbers_per_step(groups, ranges)
+        samples = max(1_000, min(samples, THRESHOLD_NUMBERS_RECURRENT // drawn))
+    return _threshold_cached(spec.op, groups, length, ranges, samples)
 
 
 @functools.lru_cache(maxsize=64)
-def _threshold_cached(spec_key: str, intervals, samples: int) -> float:
-    spec = TaskSpec.from_dict(json.loads(spec_key))
-    rng = fork(spec.seed, THRESHOLD_STREAM)
-    per_sample = int(np.prod(spec.shape()))
-    total, done, chunk = 0.0, 0, max(1, 10_000_000 // per_sample)
-    while done < samples:
-        n = min(chunk, samples - done)
-        x = uniform_union_numpy(rng, intervals, (n, *spec.shape()))
-        a, b = slice_sums(spec, x)
-        a_near, b_near = (_near_recurrent if spec.recurrent else _near_static)(spec, x, a, b)
-        error = apply_op(spec.op, a_near, b_near) - apply_op(spec.op, a, b)
-        total += float(np.sum(error * error))
-        done += n
-    return total / samples
-
-
-def _near_static(spec: TaskSpec, x, a, b):
-    """Weights 1 - eps on the slice and eps elsewhere: (1 - eps) * a + eps * (sum(x) - a)."""
-    eps, everything = SUCCESS_EPSILON, x.sum(axis=1)
-    return (1 - eps) * a + eps * (everything - a), (1 - eps) * b + eps * (everything - b)
-
-
-def _near_recurrent(spec: TaskSpec, x, a, b):
-    """h_t = W_x x_t + W_h h_{t-1}, h_0 = 0, with W_x's slice entries 1 - eps and the rest eps, and
-    W_h = [[1 - eps, eps], [eps, 1 - eps]]; returns h_T.
-
-    W_h has eigenvalues 1 (on h_1 + h_2) and lam = 1 - 2 eps (on h_1 - h_2), so with u_t = W_x x_t:
-    h_T = 1/2 [sum_t p_t + sum_t lam^(T-t) q_t,  sum_t p_t - sum_t lam^(T-t) q_t],
-    p_t = u_1t + u_2t, q_t = u_1t - u_2t.
-    """
-    eps = SUCCESS_EPSILON
-    (a0, a1), (b0, b1) = spec.subsets
-    steps_total = x.sum(axis=2)  # [N, T]
-    a_t, b_t = x[:, :, a0:a1].sum(axis=2), x[:, :, b0:b1].sum(axis=2)
-    u1 = (1 - eps) * a_t + eps * (steps_total - a_t)
-    u2 = (1 - eps) * b_t + eps * (steps_total - b_t)
-    length = x.shape[1]
-    decay = (1 - 2 * eps) ** np.arange(length - 1, -1, -1, dtype=np.float64)  # lam^(T-t), t = 1..T
-    p, q = (u1 + u2).sum(axis=1), ((u1 - u2) * decay).sum(axis=1)
-    return (p + q) / 2, (p - q) / 2
+def _threshold_cached(op: str, groups: tuple[int, ...], length: int | None, intervals, samples: int):
+    return thresholds.near_solution_mse(op, groups, length, intervals, samples, fork(0, THRESHOLD_STREAM))

@@ -1,10 +1,12 @@
 """The static task's data: slice placement, slice sums, seeds, ranges, in-graph batches, thresholds."""
 
+import time
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from nalu_cli import tasks
+from nalu_cli import tasks, thresholds
 from nalu_cli.config import resolve
 
 
@@ -132,6 +134,70 @@ def test_success_threshold_matches_the_published_order(op, published):
     assert published / 1.3 < threshold < published * 1.3
 
 
+def whole_vector_threshold(spec, samples, seed=7):
+    """The threshold by its definition: whole input vectors through the perturbed weights (float64),
+    a recurrent cell run step by step. Returns the estimate and its standard error."""
+    eps, n = tasks.SUCCESS_EPSILON, spec.input_size
+    weights = np.full((n, 2), eps)
+    for column, (lo, hi) in enumerate(spec.subsets):
+        weights[lo:hi, column] = 1 - eps
+    shape = (samples, *spec.shape(spec.extrapolation_length))
+    x = tasks.uniform_union_numpy(np.random.default_rng(seed), spec.extrapolation_range, shape)
+    a, b = tasks.slice_sums(spec, x)
+    if spec.recurrent:
+        near = np.zeros((samples, 2))
+        for step in range(x.shape[1]):
+            near = x[:, step] @ weights + near @ np.array([[1 - eps, eps], [eps, 1 - eps]])
+    else:
+        near = x @ weights
+    square = (tasks.apply_op(spec.op, near[:, 0], near[:, 1]) - tasks.apply_op(spec.op, a, b)) ** 2
+    return square.mean(), square.std() / np.sqrt(samples)
+
+
+def test_threshold_from_group_sums_agrees_with_whole_input_vectors():
+    # Slice groups of 5, 20 (beyond the exact terms: drawn with the exact sum's first four moments)
+    # and 20 inputs, 15 in neither; a union range, so each interval's share is drawn too.
+    for op in ("sub", "mul", "div", "sqrt"):
+        spec = spec_for(op, input_size=60, subsets=[[0, 25], [5, 45]], extrapolation_range=[[2, 3], [4, 6]])
+        assert tasks.threshold_groups(spec) == (5, 20, 20, 15)
+        expected, expected_error = whole_vector_threshold(spec, 100_000)
+        value, error = tasks.threshold_estimate(spec, samples=100_000)
+        assert abs(value - expected) < 4 * np.hypot(error, expected_error), op
+        assert error < 0.01 * value  # the comparison is sharp: each estimate within 1%
+
+
+def test_recurrent_threshold_from_group_sums_agrees_with_running_the_cell_on_whole_sequences():
+    for op in ("add", "mul", "div"):
+        spec = recurrent_spec(op, input_size=12, subsets=[[2, 5], [4, 8]], extrapolation_length=30)
+        expected, expected_error = whole_vector_threshold(spec, 10_000)
+        value, error = tasks.threshold_estimate(spec, samples=10_000)
+        assert abs(value - expected) < 4 * np.hypot(error, expected_error), op
+        assert error < 0.03 * value
+
+
+def test_threshold_cost_does_not_grow_with_input_size():
+    spec = spec_for("mul", input_size=1_000_000)
+    started = time.perf_counter()
+    value = tasks.success_threshold(spec, samples=100_000)
+    # 10^11 input numbers if drawn one by one (hours); four sums per sample (about 0.05 s)
+    assert time.perf_counter() - started < 2.0
+    assert value > 0
+
+
+def test_sums_beyond_the_exact_terms_have_the_exact_sums_mean_variance_and_kurtosis():
+    rng = np.random.default_rng(0)
+    sums = thresholds.uniform_sums(rng, ((2.0, 6.0),), 20, (1_000_000,), exact_terms=4)
+    # 20 terms U[2, 6]: mean 80, variance 20 * 16 / 12, excess kurtosis -1.2 / 20 (a normal's is 0)
+    assert abs(sums.mean() - 80) < 0.03 and abs(sums.var() / (20 * 16 / 12) - 1) < 0.01
+    kurtosis = np.mean((sums - sums.mean()) ** 4) / sums.var() ** 2 - 3
+    assert -0.08 < kurtosis < -0.04
+    assert sums.min() >= 40 and sums.max() <= 120
+    # a union: U([2, 3] u [4, 6]) has mean 25/6 and variance 19 - (25/6)^2 per term
+    sums = thresholds.uniform_sums(rng, ((2.0, 3.0), (4.0, 6.0)), 50, (200_000,), exact_terms=4)
+    assert abs(sums.mean() / (50 * 25 / 6) - 1) < 1e-3
+    assert abs(sums.var() / (50 * (19 - (25 / 6) ** 2)) - 1) < 0.02
+
+
 def test_formula_names_the_slices():
     assert spec_for("mul", subsets=[[3, 28], [16, 41]]).formula() == "sum(x[3:28]) * sum(x[16:41])"
 
@@ -223,13 +289,13 @@ def test_recurrent_formula_sums_every_step():
 
 
 def test_recurrent_threshold_simulation_is_the_perturbed_cell_run_step_by_step():
-    """The closed form in _near_recurrent against h_t = x_t W_x + h_{t-1} W_h run directly (float64)."""
+    """The closed form in near_recurrent against h_t = x_t W_x + h_{t-1} W_h run directly (float64)."""
     spec = recurrent_spec("mul", seed=3)
     (a0, a1), (b0, b1) = spec.subsets
     eps, n = tasks.SUCCESS_EPSILON, spec.input_size
     x = np.random.default_rng(0).uniform(1, 2, (20, 30, n))
     a, b = tasks.slice_sums(spec, x)
-    near_a, near_b = tasks._near_recurrent(spec, x, a, b)
+    near_a, near_b = thresholds.near_recurrent(x[:, :, a0:a1].sum(axis=2), x[:, :, b0:b1].sum(axis=2), x.sum(axis=2))
     w_x = np.full((n, 2), eps)
     w_x[a0:a1, 0] = w_x[b0:b1, 1] = 1 - eps
     w_h = np.array([[1 - eps, eps], [eps, 1 - eps]])
