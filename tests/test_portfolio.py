@@ -70,3 +70,27 @@ def test_a_run_saves_the_chosen_architecture_whichever_member_it_is(tmp_path):
                 np.testing.assert_array_equal(saved[name], value)
         meta = json.loads((out / "saved_model" / META_FILE).read_text())
         assert meta["model"]["layers"] == layers
+
+
+def test_an_architecture_whose_replicas_all_stopped_is_neither_stepped_nor_polished():
+    """A group's members stop together, but in a benchmark one architecture's seeds can all be
+    done while the other's train on: its chunk and its polish would be work thrown away."""
+    from nalu_cli.training import ReplicaTrainer
+
+    config = resolve({"task": {"op": "add", "input_size": 20, "validation_size": 100, "test_size": 100},
+                      "model": {"restarts": 1},
+                      "training": {"eval_every": 100, "polish_every": 100, "polish_iterations": 2}})
+    built, _ = members(config, [0])
+    trainer = ReplicaTrainer.of([type(m)(m.model, config.training, m.replicas) for m in built])  # both polish
+    trainer.fit(0, 100, False)
+    polished = []
+    for arch in trainer.architectures:
+        polish = arch.polish
+        arch.polish = lambda params, polish=polish, name=arch.model_config.name: polished.append(name) or polish(params)
+    trainer.status.active[0] = False  # the NAU -> gated restart stopped
+    weights = lambda r: [value for layer in trainer.replica_params(r) for value in layer.values()]  # noqa: E731
+    stopped, running = weights(0), weights(1)
+    trainer.fit(200, 100, False)
+    assert polished == ["nau-nainpu", "nau-nainpu"]
+    assert all(np.array_equal(a, b) for a, b in zip(stopped, weights(0)))
+    assert not all(np.array_equal(a, b) for a, b in zip(running, weights(1)))

@@ -42,7 +42,7 @@ from nalu_cli.training.record import result_record
 from nalu_cli.training.replicas import members
 from nalu_cli.training.trainer import ReplicaTrainer
 
-# `nalu train` runs TF on one thread up to this many models (restarts); see _tf.use_one_thread.
+# `nalu train` runs TF on one thread up to this many models (restarts) per architecture; see _tf.use_one_thread.
 ONE_THREAD_MAX_MODELS = 8
 
 
@@ -171,7 +171,7 @@ def _run(config: Config, out: Path, on_progress, should_stop, checkpoint: tuple 
     started = time.perf_counter()
     training = config.training
     architectures, (restarts,) = members(config, [config.seed])
-    if len(restarts) <= ONE_THREAD_MAX_MODELS:
+    if max(len(member.replicas) for member in architectures) <= ONE_THREAD_MAX_MODELS:  # each is its own graph
         use_one_thread(tf)
     trainer = ReplicaTrainer.of(architectures)
     previous_seconds = 0.0

@@ -95,7 +95,8 @@ class ReplicaTrainer:
         rows = []
         for arch in self.architectures:
             candidates = arch.evaluate(arch.state.params)
-            if arch.polish_due(self.step):
+            # Stopped replicas take no polished candidates (selection.eligible): none active, no polish.
+            if arch.polish_due(self.step) and self.status.active[arch.indices].any():
                 started = time.perf_counter()
                 polished = arch.polish(arch.state.params)  # eager call: returns once computed
                 self.polish_seconds += time.perf_counter() - started
