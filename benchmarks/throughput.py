@@ -170,8 +170,8 @@ def restarts_part(args) -> dict:
         "default_model_restart_steps_per_second": round(median * len(trainer.replicas)),
     }
     if args.threads == "one":
-        command = [sys.executable, __file__, "--parts", "restarts", "--threads", "pools", "--repeats", str(args.repeats),
-                   "--json"]
+        command = [sys.executable, __file__, "--parts", "restarts", "--threads", "pools",
+                   "--repeats", str(args.repeats), "--json"]
         pools = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)["restarts"]
         report["pools_restart_steps_per_second"] = pools["default_model_restart_steps_per_second"]
     return report
@@ -279,7 +279,8 @@ def lines(report: dict) -> list[str]:
         out += ["", "The same model (split-adam) by input size:"] + grid(rows, "lrrrrr")
     if "restarts" in report:
         restarts = report["restarts"]
-        out += ["", f"Default model, its {restarts['default_model_replicas']} restarts of one seed (training steps only): "
+        out += ["", f"Default model, its {restarts['default_model_replicas']} restarts of one seed "
+                    "(training steps only): "
                     f"{restarts['default_model_restart_steps_per_second']:,} restart-steps/s "
                     f"({restarts['default_model_steps_per_second']:,} steps/s), "
                     f"{'one thread' if restarts['threads'] == 'one' else 'TF thread pools'}"]
@@ -291,7 +292,8 @@ def lines(report: dict) -> list[str]:
         for op, solve in report.get("solve", {}).get("time_to_solve", {}).items():
             low, high = solve["wall_seconds_range"]
             steps = ", ".join(f"{step:,}" if step is not None else "-" for step in solve["solved_at_steps"])
-            rows.append((f"  nalu train --op {op} --seed 0", f"{solve['wall_seconds_median']} s", f"{solve['peak_rss_mib']:,} MiB",
+            rows.append((f"  nalu train --op {op} --seed 0", f"{solve['wall_seconds_median']} s",
+                         f"{solve['peak_rss_mib']:,} MiB",
                          f"median of {solve['runs']} ({low}-{high} s); solved {solve['solved']}/{solve['runs']}, "
                          f"at step {steps}; polish {solve['polish_seconds_median']} s"))
         if "memory" in report:
