@@ -53,9 +53,11 @@ def uniform_tf(key, step, shape):
 
     u64 = lambda value: tf.constant(np.asarray(value, dtype=np.uint64))  # noqa: E731
     size = int(np.prod(shape))
-    keys = u64(key)[..., None]  # [1] or [R, 1]
-    first = tf.cast(step, tf.uint64) * u64(size)
-    counters = keys + (first + tf.cast(tf.range(1, size + 1, dtype=tf.int64), tf.uint64)) * u64(SPLITMIX_GAMMA)
-    z = _mix64(counters, lambda z, bits: tf.bitwise.right_shift(z, u64(bits)), u64)
+    # key + (step * size + i + 1) * GAMMA, as (key + step * size * GAMMA) + (i + 1) * GAMMA: the same
+    # sum mod 2^64, with one scalar a batch and a constant per number instead of a 64-bit multiply
+    # per number (the data generation ran 1.1-1.25x as fast; README "Speed and memory").
+    batch_start = u64(key)[..., None] + tf.cast(step, tf.uint64) * u64(size * SPLITMIX_GAMMA % 2**64)  # [1] or [R, 1]
+    offsets = np.arange(1, size + 1, dtype=np.uint64) * np.uint64(SPLITMIX_GAMMA)  # wraps mod 2^64, as the graph's
+    z = _mix64(batch_start + u64(offsets), lambda z, bits: tf.bitwise.right_shift(z, u64(bits)), u64)
     u = tf.cast(tf.bitwise.right_shift(z, u64(40)), tf.float32) * 2.0**-24
     return tf.reshape(u, (*np.shape(key), *shape))

@@ -90,6 +90,15 @@ def test_training_numbers_are_the_splitmix64_sequence_in_graph_and_in_numpy():
         np.testing.assert_array_equal(tasks.uniform_tf(key, tf.constant(step, tf.int64), (2, 3)).numpy(), expected[step])
 
 
+def test_compiled_training_numbers_match_numpy_for_several_streams_and_steps_far_into_them():
+    """As the training chunk draws them (XLA, R keys at once), at steps whose counters pass 2^64."""
+    keys = [tasks.stream_key(s, tasks.TRAIN_STREAM) for s in range(3)]
+    draw = tf.function(lambda step: tasks.uniform_tf(keys, step, (4, 7)), jit_compile=True, autograph=False)
+    for step in (0, 5, 2**40 + 3, 2**62 // 7):
+        expected = np.stack([tasks.uniform_numpy(key, step, (4, 7)) for key in keys])
+        np.testing.assert_array_equal(draw(tf.constant(step, tf.int64)).numpy(), expected)
+
+
 def test_in_graph_batches_are_deterministic_per_key_and_step_and_correctly_labelled():
     spec = spec_for("mul", seed=0)
     key = tasks.stream_key(0, tasks.TRAIN_STREAM)
