@@ -27,11 +27,13 @@ def main() -> None:
     tf = import_tensorflow()
     use_one_thread(tf)
     from nalu_cli.config import resolve
-    from nalu_cli.training import Replica, ReplicaTrainer
+    from nalu_cli.training import ReplicaTrainer
+    from nalu_cli.training.replicas import members
     from nalu_cli.training.evaluate import make_evaluator
 
     config = resolve({"task": {"kind": args.kind, "op": args.op}})
-    trainer = ReplicaTrainer(config.model, config.training, Replica.with_restarts(config, 0))
+    # The default model's first architecture (NAU -> gated), its 6 restarts: what this measured before the portfolio.
+    trainer = ReplicaTrainer.of(members(config, [0])[0][:1])
     arch = trainer.architectures[0]
     specs = [replica.spec for replica in arch.replicas]
     variants = {jit: make_evaluator(arch.forward, arch.layers, specs, arch.snap_selection, jit_compile=jit)

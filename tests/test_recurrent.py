@@ -293,7 +293,7 @@ def test_the_trainer_steps_a_cells_recurrence_one_over_t_as_far_under_split_adam
         config = resolve({"task": {"kind": "recurrent", "op": "add", "length": 8}, "training": settings,
                           "model": {"layers": list(layers)}})
         model = build_model(config.model, config.task.input_size, seed=0, kind="recurrent")
-        replica = Replica.with_restarts(config, 0)[0]
+        replica = Replica.for_seed(config, 0)
         return recurrent_row_scales(unit_layers(model), config.training, [replica])
 
     assert scales({}) == [{"w": 1 / 8}, {}]

@@ -5,6 +5,7 @@ import pytest
 
 from nalu_cli.config import resolve
 from nalu_cli.training import Callback, Replica, ReplicaTrainer
+from nalu_cli.training.replicas import members
 
 
 def config_for(unit, op="mul", **training):
@@ -94,11 +95,12 @@ def test_selection_ignores_the_extrapolation_set():
 
 def test_restarts_share_the_task_but_not_initialisation_or_data():
     config = resolve({"model": {"unit": "default"}})
-    restarts = Replica.with_restarts(config, seed=5)
-    assert len(restarts) == config.model.restart_count == 6
+    built, (group,) = members(config, [5])
+    restarts = [replica for member in built for replica in member.replicas]
+    assert len(restarts) == len(group) == 2 * config.model.restart_count == 12
     assert restarts[0] == Replica.for_seed(config, 5)  # restart 0 is the run without restarts
     assert len({r.spec for r in restarts}) == 1
-    assert len({r.init_seed for r in restarts}) == 6 and len({r.data_seed for r in restarts}) == 6
+    assert len({r.init_seed for r in restarts}) == 12 and len({r.data_seed for r in restarts}) == 12
 
 
 def test_a_group_of_restarts_is_the_member_with_lowest_interpolation_error():

@@ -33,10 +33,6 @@ class Replica:
         data_seed = tasks.stream_key(seed, tasks.RESTART_STREAM, restart, tasks.TRAIN_STREAM)
         return cls(init_seed=int(init_seed) % 2**31, spec=spec, data_seed=data_seed)
 
-    @classmethod
-    def with_restarts(cls, config: Config, seed: int) -> list["Replica"]:
-        return [cls.for_seed(config, seed, restart) for restart in range(config.model.restart_count)]
-
 
 @dataclass(frozen=True)
 class Member:
