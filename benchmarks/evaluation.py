@@ -15,7 +15,7 @@ import argparse
 import statistics
 import time
 
-from nalu_cli._tf import import_tensorflow, use_one_thread
+from nalu_cli._tf import import_tensorflow, use_threads
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5)
     args = parser.parse_args()
     tf = import_tensorflow()
-    use_one_thread(tf)
+    use_threads(tf)
     from nalu_cli.config import resolve
     from nalu_cli.training import ReplicaTrainer
     from nalu_cli.training.replicas import members

@@ -338,11 +338,11 @@ def main(argv=None) -> int:
 
     started, load_before = time.perf_counter(), os.getloadavg()[0]
     if {"single", "sizes", "restarts"} & set(parts):
-        from nalu_cli._tf import import_tensorflow, use_one_thread
+        from nalu_cli._tf import import_tensorflow, use_threads
 
         tf = import_tensorflow()
         if args.threads == "one":  # as `nalu train` runs one model (pools: TF's default thread pools)
-            use_one_thread(tf)
+            use_threads(tf)
     report = {part: RUNNERS[part](args) for part in parts}
     report["machine"] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),

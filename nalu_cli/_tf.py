@@ -32,21 +32,33 @@ def import_tensorflow():
     return tensorflow
 
 
-def use_one_thread(tf) -> bool:
-    """Run TensorFlow's ops on one thread; False if the runtime had already started.
+def use_threads(tf, threads: int = 1) -> bool:
+    """Run TensorFlow's ops on `threads` threads (intra-op; one inter-op thread); False if the
+    runtime had already started.
 
-    These models' ops are tiny: handing them to a thread pool costs more than it saves.
-    Measured with the replica trainer (a*b, 8,000 steps): the default model with 4 restarts
-    trained in 4.9 s on one thread against 8.0 s on TF's default pools, one NAU -> NMU in
-    1.6 against 1.8 s, 8 in 7.1 against 8.2 s; at 16 they broke even and at 32 the pools
-    won (19.5 against 25.7 s). One thread also sums in the same order everywhere.
+    These models' ops are tiny: handing one model's ops to a thread pool costs more than it
+    saves. Measured with the replica trainer (a*b, 8,000 steps): the default model with 4
+    restarts trained in 4.9 s on one thread against 8.0 s on TF's default pools, one
+    NAU -> NMU in 1.6 against 1.8 s, 8 in 7.1 against 8.2 s; at 16 they broke even and at 32
+    the pools won (19.5 against 25.7 s). Several architectures, each stepped from its own
+    Python thread (trainer.train), need a thread each: XLA runs a compiled chunk on the
+    intra-op pool, so with one thread two chunks take turns. One thread or several, every
+    op sums in the same order: the numbers do not change (README "Speed").
     """
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:  # the runtime already started in this process (e.g. inside a test)
         return False
     return True
+
+
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 @contextlib.contextmanager

@@ -184,20 +184,21 @@ def test_nau_nmu_learns_multiplication_with_split_adam():
     assert result.extrapolation_mse < trainer.thresholds[0]
 
 
-def test_use_one_thread_takes_effect_in_a_fresh_process():
-    """The helper `nalu train` (up to ONE_THREAD_MAX_MODELS restarts) and benchmark workers call
-    before building a model: in a new process it succeeds and TF reads back one thread."""
+def test_use_threads_takes_effect_in_a_fresh_process():
+    """The helper `nalu train` (up to ONE_THREAD_MAX_MODELS restarts per architecture) and benchmark
+    workers call before building a model: in a new process it succeeds and TF reads back the threads
+    asked for (intra-op; one inter-op thread)."""
     import subprocess
     import sys
 
     code = (
-        "from nalu_cli._tf import import_tensorflow, use_one_thread\n"
+        "from nalu_cli._tf import import_tensorflow, use_threads\n"
         "tf = import_tensorflow()\n"
-        "assert use_one_thread(tf)\n"
+        "assert use_threads(tf, 2)\n"
         "print(tf.config.threading.get_intra_op_parallelism_threads(), tf.config.threading.get_inter_op_parallelism_threads())\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["1", "1"]
+    assert out == ["2", "1"]
 
 
 def test_a_chunk_rolls_back_only_the_replicas_that_went_non_finite():
@@ -258,6 +259,28 @@ def test_a_portfolio_trains_each_architecture_as_alone_and_selects_across_them()
         assert both.results[index].interpolation_mse == result.interpolation_mse
     interpolation = [result.interpolation_mse for result in both.results]
     assert both.chosen([0, 1]) == int(np.argmin(interpolation)) and interpolation[0] != interpolation[1]
+
+
+def test_an_interrupt_stops_every_architecture_of_a_portfolio_and_leaves_each_as_it_was():
+    """A portfolio steps its architectures side by side, one thread each: each asks `should_stop`
+    between its own calls, and once it says yes none keeps any of the chunk's steps."""
+    import threading
+
+    import tensorflow as tf
+
+    trainer = ReplicaTrainer.of(portfolio_members(config_for("nau", op="add")))
+    before = [leaf.numpy() for arch in trainer.architectures for leaf in tf.nest.flatten(arch.state)]
+    asked = []  # (thread, call)
+
+    def should_stop():
+        asked.append(threading.current_thread().name)
+        return len(asked) > 4
+
+    assert trainer.train(2_000_000, should_stop=should_stop) is None
+    assert trainer.step == 0 and len(set(asked)) == 2  # both architectures ran, each in its own thread
+    after = [leaf.numpy() for arch in trainer.architectures for leaf in tf.nest.flatten(arch.state)]
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_a_portfolio_restored_from_its_checkpoint_continues_exactly():

@@ -57,8 +57,12 @@ def run_local(work: list[dict], collect, workers: int, _address) -> None:
     from concurrent.futures import as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    pool = worker_pool(min(workers, len(work)))
-    futures = [pool.submit(run_group, item) for item in work]
+    from nalu_cli._tf import cores
+
+    processes = min(workers, len(work))
+    pool = worker_pool(processes)
+    # Cores left over by fewer workers go to each worker's architectures (see trainer.train).
+    futures = [pool.submit(run_group, item, max(1, cores() // processes)) for item in work]
     try:
         for future in as_completed(futures):
             collect(future.result())

@@ -9,12 +9,13 @@ from __future__ import annotations
 from nalu_cli.config import Config, from_dict
 
 
-def run_group(work: dict) -> list[dict]:
-    """Train one group of seeds of one cell; one result dict per seed. Runs in a worker process."""
-    from nalu_cli._tf import import_tensorflow, use_one_thread
+def run_group(work: dict, threads: int = 1) -> list[dict]:
+    """Train one group of seeds of one cell; one result dict per seed. Runs in a worker process,
+    TensorFlow on `threads` threads (the numbers do not depend on it)."""
+    from nalu_cli._tf import import_tensorflow, use_threads
 
     tf = import_tensorflow()
-    use_one_thread(tf)  # workers fill the cores; one thread each is also the fastest per model
+    use_threads(tf, threads)  # workers fill the cores; one thread each is also the fastest per model
     from nalu_cli.training import ReplicaTrainer, result_record
     from nalu_cli.training.replicas import members
 

@@ -14,7 +14,7 @@ from typing import Callable
 import tensorflow as tf
 
 from nalu_cli import magnitudes
-from nalu_cli._tf import use_one_thread
+from nalu_cli._tf import cores, use_threads
 from nalu_cli.config import Config, resolve
 from nalu_cli.config_files import dump_yaml
 from nalu_cli.errors import NaluError, WriteError, as_write_error
@@ -42,7 +42,8 @@ from nalu_cli.training.record import result_record
 from nalu_cli.training.replicas import members
 from nalu_cli.training.trainer import ReplicaTrainer
 
-# `nalu train` runs TF on one thread up to this many models (restarts) per architecture; see _tf.use_one_thread.
+# `nalu train` gives TF one thread per architecture (up to the cores) while each architecture has
+# at most this many models (restarts); beyond, TF's default pools. See _tf.use_threads.
 ONE_THREAD_MAX_MODELS = 8
 
 
@@ -172,7 +173,7 @@ def _run(config: Config, out: Path, on_progress, should_stop, checkpoint: tuple 
     training = config.training
     architectures, (restarts,) = members(config, [config.seed])
     if max(len(member.replicas) for member in architectures) <= ONE_THREAD_MAX_MODELS:  # each is its own graph
-        use_one_thread(tf)
+        use_threads(tf, min(len(architectures), cores()))  # the trainer steps architectures side by side
     trainer = ReplicaTrainer.of(architectures)
     previous_seconds = 0.0
     if checkpoint is not None:

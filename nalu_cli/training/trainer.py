@@ -14,6 +14,7 @@ every evaluation.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
@@ -72,19 +73,22 @@ class ReplicaTrainer:
         `should_stop` is asked about every step.CALL_SECONDS: when it says yes, the n steps are
         abandoned, the trainer is left as it was, and train returns None.
         """
-        ran = []
-        for arch in self.architectures:
-            active = self.status.active[arch.indices]
-            if not active.any():
-                ran.append(None)
-                continue
-            ran.append(arch.chunk(self.step, n, arch.state, active, self.status.lr_scale[arch.indices], should_stop))
-            if ran[-1] is None:
-                return None
+        jobs = [arch for arch in self.architectures if self.status.active[arch.indices].any()]
+
+        def run(arch):
+            ix = arch.indices
+            return arch.chunk(self.step, n, arch.state, self.status.active[ix], self.status.lr_scale[ix], should_stop)
+
+        if len(jobs) > 1:  # each architecture is its own graph: stepped side by side, one Python thread each
+            with ThreadPoolExecutor(len(jobs), thread_name_prefix="architecture") as pool:
+                outcomes = list(pool.map(run, jobs))
+        else:
+            outcomes = [run(arch) for arch in jobs]
+        if any(outcome is None for outcome in outcomes):
+            return None
         losses, finite = np.full(len(self.replicas), np.nan, np.float32), np.ones(len(self.replicas), bool)
-        for arch, outcome in zip(self.architectures, ran):
-            if outcome is not None:
-                arch.state, losses[arch.indices], finite[arch.indices] = outcome
+        for arch, outcome in zip(jobs, outcomes):
+            arch.state, losses[arch.indices], finite[arch.indices] = outcome
         self.step += n
         selection.record_divergence(self.status, finite, self.results, self.step)
         return losses
