@@ -172,6 +172,9 @@ class TrainingConfig:
     # null: 0 and 200 on the static task, every evaluation and 30 on the recurrent one.
     polish_every: int | None = None
     polish_iterations: int | None = None
+    # At most this many polish steps in a run (the first ones: steps polish_every, 2 polish_every, ...);
+    # null: no limit.
+    polish_limit: int | None = None
     # Recurrent task: a factor on the step of a cell's h_{t-1} rows (the recurrence). null: 1/task.length
     # under split-adam, 1 under adam (see training/optimizer.py, recurrent_step_scale).
     recurrent_step_scale: float | None = None
@@ -270,6 +273,7 @@ def validate(config: Config) -> Config:
         "training.eval_every": training.eval_every,
         "training.learning_rate": training.learning_rate,
         "training.polish_iterations": training.polish_iterations,
+        "training.polish_limit": 1 if training.polish_limit is None else training.polish_limit,
         "task.length": task.length,
         "task.extrapolation_length": task.extrapolation_length,
     }

@@ -96,6 +96,23 @@ def test_without_polish_every_there_is_no_polish_step():
     assert result.extrapolation_mse > trainer.thresholds[0]  # the same start the polish solves (above)
 
 
+def test_polish_limit_polishes_only_the_first_times():
+    """polish_limit 2 with polish_every 100: polished at steps 100 and 200, never after."""
+    config = div_config(polish_every=100, eval_every=100, polish_iterations=2, polish_limit=2, learning_rate=1e-6)
+    trainer = trainer_at(config, [0])
+    arch, polished_at = trainer.architectures[0], []
+    polish = arch.polish
+    arch.polish = lambda params: polished_at.append(trainer.step) or polish(params)
+    trainer.fit(steps=500, eval_every=100, early_stop=False)
+    assert polished_at == [100, 200]
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_polish_limit_must_be_positive_or_null(value):
+    with pytest.raises(NaluError, match="training.polish_limit"):
+        div_config(polish_limit=value)
+
+
 @pytest.mark.parametrize("value", [-1000, 1500])
 def test_polish_every_must_be_a_multiple_of_eval_every(value):
     with pytest.raises(NaluError, match="training.polish_every"):

@@ -36,6 +36,7 @@ def test_only_the_division_member_polishes_on_a_multiple_of_eval_every():
     (gated, gated_training), (nainpu, nainpu_training) = portfolio.architectures(config)
     assert gated_training.polish_every == 0 and gated_training == config.training
     assert nainpu_training.polish_every == 12_000 and nainpu_training.polish_iterations == portfolio.POLISH_ITERATIONS
+    assert nainpu_training.polish_limit == 1  # once: see portfolio.POLISH_LIMIT
     assert nainpu.layers == ["nau", "nainpu"] and nainpu.restarts == gated.restarts == 6
 
 

@@ -46,7 +46,10 @@ class Architecture:
         return forward(self.model, params, x)
 
     def polish_due(self, step: int) -> bool:
-        return self.polish is not None and step > 0 and step % self.training.polish_every == 0
+        """Whether this member polishes at `step`: every polish_every steps, the first polish_limit times."""
+        every, limit = self.training.polish_every, self.training.polish_limit
+        return (self.polish is not None and step > 0 and step % every == 0
+                and (limit is None or step // every <= limit))
 
     def sparsity_error(self, params: list[dict]) -> float:
         """max over weights of min(|W|, |1 - |W||) for one replica's parameters (0 if the units have none)."""
