@@ -29,8 +29,8 @@ def config_file(tmp_path):
 
 def test_sigint_checkpoints_exits_130_and_resume_matches_an_uninterrupted_run(tmp_path, config_file):
     interrupted = tmp_path / "interrupted"
-    # 8,000 steps: the interrupt lands around step 1,500 of the first chunks, well before the end.
-    command = [sys.executable, "-m", "nalu_cli", "train", "--config", str(config_file), *SMALL_RUN, "--steps", "8000",
+    # 4,000 steps: the interrupt lands around step 1,500 of the first chunks, well before the end.
+    command = [sys.executable, "-m", "nalu_cli", "train", "--config", str(config_file), *SMALL_RUN, "--steps", "4000",
                "--out", str(interrupted)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = interrupted / "metrics.jsonl"
@@ -42,12 +42,12 @@ def test_sigint_checkpoints_exits_130_and_resume_matches_an_uninterrupted_run(tm
     assert process.returncode == 130, stderr
     assert f"nalu train --resume {interrupted}" in stderr
     summary = json.loads((interrupted / "summary.json").read_text())
-    assert summary["stop_reason"] == "interrupted" and summary["steps_trained"] < 8000
+    assert summary["stop_reason"] == "interrupted" and summary["steps_trained"] < 4000
     assert (interrupted / "saved_model" / "saved_model.pb").exists()  # the interrupted run is usable as it is
 
     assert invoke("train", "--resume", interrupted).exit_code == 0
     whole = tmp_path / "whole"
-    assert invoke("train", "--config", config_file, *SMALL_RUN, "--steps", "8000", "--out", whole).exit_code == 0
+    assert invoke("train", "--config", config_file, *SMALL_RUN, "--steps", "4000", "--out", whole).exit_code == 0
     assert metrics_without_timing(interrupted) == metrics_without_timing(whole)
     assert_same_weights(interrupted, whole)
     resumed, uninterrupted = (json.loads((run / "summary.json").read_text()) for run in (interrupted, whole))
@@ -61,7 +61,7 @@ def test_same_seed_gives_bit_identical_weights_and_metrics(tmp_path):
     config_file = tmp_path / "restarts.yaml"
     config_file.write_text(SMALL_CONFIG + "model: {restarts: 2}\n")
     for name in ("a", "b"):
-        args = ["--config", config_file, "--op", "mul", "--seed", "7", "--steps", "2000", "--out", tmp_path / name]
+        args = ["--config", config_file, "--op", "mul", "--seed", "7", "--steps", "1000", "--out", tmp_path / name]
         assert invoke("train", *args).exit_code == 0
     assert_same_weights(tmp_path / "a", tmp_path / "b")
     assert metrics_without_timing(tmp_path / "a") == metrics_without_timing(tmp_path / "b")

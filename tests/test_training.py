@@ -261,33 +261,30 @@ def test_a_portfolio_trains_each_architecture_as_alone_and_selects_across_them()
     assert both.chosen([0, 1]) == int(np.argmin(interpolation)) and interpolation[0] != interpolation[1]
 
 
-def test_an_interrupt_stops_every_architecture_of_a_portfolio_and_leaves_each_as_it_was():
-    """A portfolio steps its architectures side by side, one thread each: each asks `should_stop`
-    between its own calls, and once it says yes none keeps any of the chunk's steps."""
+def test_a_portfolio_interrupted_or_restored_from_its_checkpoint_continues_exactly():
+    """Restored from a checkpoint, a portfolio continues as it would have. Its architectures
+    step side by side, one thread each: each asks `should_stop` between its own calls, and
+    once it says yes none keeps any of the chunk's steps, so an interrupted trainer too
+    continues as if it had not been."""
     import threading
 
     import tensorflow as tf
 
-    trainer = ReplicaTrainer.of(portfolio_members(config_for("nau", op="add")))
-    before = [leaf.numpy() for arch in trainer.architectures for leaf in tf.nest.flatten(arch.state)]
-    asked = []  # (thread, call)
+    config = config_for("nau", op="add")
+    first = ReplicaTrainer.of(portfolio_members(config))
+    first.fit(200, 100, False)
+    arrays, scalars = first.checkpoint().arrays_and_scalars()
+    before = [leaf.numpy() for arch in first.architectures for leaf in tf.nest.flatten(arch.state)]
+    asked = []
 
     def should_stop():
         asked.append(threading.current_thread().name)
         return len(asked) > 4
 
-    assert trainer.train(2_000_000, should_stop=should_stop) is None
-    assert trainer.step == 0 and len(set(asked)) == 2  # both architectures ran, each in its own thread
-    after = [leaf.numpy() for arch in trainer.architectures for leaf in tf.nest.flatten(arch.state)]
-    for a, b in zip(before, after):
+    assert first.train(2_000_000, should_stop=should_stop) is None
+    assert first.step == 200 and len(set(asked)) == 2  # both architectures ran, each in its own thread
+    for a, b in zip(before, [leaf.numpy() for arch in first.architectures for leaf in tf.nest.flatten(arch.state)]):
         np.testing.assert_array_equal(a, b)
-
-
-def test_a_portfolio_restored_from_its_checkpoint_continues_exactly():
-    config = config_for("nau", op="add")
-    first = ReplicaTrainer.of(portfolio_members(config))
-    first.fit(200, 100, False)
-    arrays, scalars = first.checkpoint().arrays_and_scalars()
     second = ReplicaTrainer.of(portfolio_members(config))
     second.restore(arrays, scalars)
     for trainer in (first, second):
