@@ -16,7 +16,9 @@ Parts (all by default; timed parts interleave their contenders --repeats times a
   memory    peak memory of `nalu benchmark --seeds 2 --workers 2 --steps 2000` (all six ops).
   startup   `nalu --help` wall time, median of 5.
 The in-process parts run TensorFlow on one thread (--threads), as `nalu train` runs one model;
-`restarts` is also timed on TF's thread pools in a process of its own.
+`restarts` is also timed, each in a process of its own, as `nalu train` runs the default model
+(a TF thread per architecture, up to the cores, the architectures stepped side by side) and on
+TF's default thread pools.
 Processes are measured by benchmarks/process_peak.py (wall time, peak RSS as /usr/bin/time,
 and the process tree's summed RSS and PSS). Figures move with machine load: the 1-minute
 load average is printed at the start and the end; quote ratios from one run.
@@ -158,9 +160,12 @@ def sizes_part(args) -> dict:
     return {"by_input_size": rows}
 
 
+THREAD_LABELS = {"one": "one thread", "architectures": "a thread per architecture", "pools": "TF thread pools"}
+
+
 def restarts_part(args) -> dict:
-    """On this process's threads, and (from one thread) on TF's pools in a process of its own:
-    `nalu train` uses one thread up to run.ONE_THREAD_MAX_MODELS restarts."""
+    """On this process's threads, and (from one thread) as `nalu train` runs it and on TF's pools,
+    each in a process of its own (TF's threads are set once per process)."""
     trainer = default_model_trainer()
     median = interleaved_medians({"portfolio": timed(trainer.train, RESTART_STEPS)}, args.repeats)["portfolio"]
     report = {
@@ -170,10 +175,11 @@ def restarts_part(args) -> dict:
         "default_model_restart_steps_per_second": round(median * len(trainer.replicas)),
     }
     if args.threads == "one":
-        command = [sys.executable, __file__, "--parts", "restarts", "--threads", "pools",
-                   "--repeats", str(args.repeats), "--json"]
-        pools = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)["restarts"]
-        report["pools_restart_steps_per_second"] = pools["default_model_restart_steps_per_second"]
+        for threads in ("architectures", "pools"):
+            command = [sys.executable, __file__, "--parts", "restarts", "--threads", threads,
+                       "--repeats", str(args.repeats), "--json"]
+            other = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)["restarts"]
+            report[f"{threads}_restart_steps_per_second"] = other["default_model_restart_steps_per_second"]
     return report
 
 
@@ -283,7 +289,10 @@ def lines(report: dict) -> list[str]:
                     "(training steps only): "
                     f"{restarts['default_model_restart_steps_per_second']:,} restart-steps/s "
                     f"({restarts['default_model_steps_per_second']:,} steps/s), "
-                    f"{'one thread' if restarts['threads'] == 'one' else 'TF thread pools'}"]
+                    f"{THREAD_LABELS[restarts['threads']]}"]
+        if "architectures_restart_steps_per_second" in restarts:
+            out.append(f"  as `nalu train` runs it, a thread per architecture (a process of its own, after): "
+                       f"{restarts['architectures_restart_steps_per_second']:,} restart-steps/s")
         if "pools_restart_steps_per_second" in restarts:
             out.append(f"  on TF's thread pools (a process of its own, after): "
                        f"{restarts['pools_restart_steps_per_second']:,} restart-steps/s")
@@ -330,8 +339,9 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="rounds of the interleaved timings")
     parser.add_argument("--steps", type=int, default=10_000, help="steps per timed run of `single`")
     parser.add_argument("--solve-repeats", type=int, default=3, help="`nalu train` runs per op (solve)")
-    parser.add_argument("--threads", choices=("one", "pools"), default="one",
-                        help="TensorFlow's threads for the timed models (one: as `nalu train` runs a single model)")
+    parser.add_argument("--threads", choices=("one", "architectures", "pools"), default="one",
+                        help="TensorFlow's threads for the timed models (one: as `nalu train` runs a single model; "
+                             "architectures: as it runs the default model)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     parts = parse_parts(args.parts)
@@ -343,6 +353,11 @@ def main(argv=None) -> int:
         tf = import_tensorflow()
         if args.threads == "one":  # as `nalu train` runs one model (pools: TF's default thread pools)
             use_threads(tf)
+        elif args.threads == "architectures":  # as `nalu train` runs the default model
+            from nalu_cli import portfolio
+            from nalu_cli._tf import cores
+
+            use_threads(tf, min(len(portfolio.DEFAULT_MODEL["static"]), cores()))
     report = {part: RUNNERS[part](args) for part in parts}
     report["machine"] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
