@@ -43,7 +43,7 @@ def use_threads(tf, threads: int = 1) -> bool:
     the pools won (19.5 against 25.7 s). Several architectures, each stepped from its own
     Python thread (trainer.train), need a thread each: XLA runs a compiled chunk on the
     intra-op pool, so with one thread two chunks take turns. One thread or several, every
-    op sums in the same order: the numbers do not change (README "Speed").
+    op sums in the same order: the numbers do not change (README, "Design").
     """
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)

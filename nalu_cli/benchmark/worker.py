@@ -15,7 +15,7 @@ def run_group(work: dict, threads: int = 1) -> list[dict]:
     from nalu_cli._tf import import_tensorflow, use_threads
 
     tf = import_tensorflow()
-    use_threads(tf, threads)  # workers fill the cores; one thread each is also the fastest per model
+    use_threads(tf, threads)  # one when the workers fill the cores: the fastest per model
     from nalu_cli.training import ReplicaTrainer, result_record
     from nalu_cli.training.replicas import members
 
