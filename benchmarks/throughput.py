@@ -64,14 +64,19 @@ def nau_nmu_trainer(input_size: int = 100, optimizer: str = "split-adam"):
     return trainer
 
 
-def default_model_trainer():
-    """What `nalu train --op mul --seed 0` trains: every restart of every member of the default model."""
+def default_model_members() -> list:
+    """The members of the default model `nalu train --op mul --seed 0` trains."""
     from nalu_cli.config import resolve
-    from nalu_cli.training import ReplicaTrainer
     from nalu_cli.training.replicas import members
 
-    built, _ = members(resolve({"task": {"op": "mul"}}), [0])
-    trainer = ReplicaTrainer.of(built)
+    return members(resolve({"task": {"op": "mul"}}), [0])[0]
+
+
+def default_model_trainer():
+    """What `nalu train --op mul --seed 0` trains: every restart of every member of the default model."""
+    from nalu_cli.training import ReplicaTrainer
+
+    trainer = ReplicaTrainer.of(default_model_members())
     trainer.train(50)
     return trainer
 
@@ -354,10 +359,9 @@ def main(argv=None) -> int:
         if args.threads == "one":  # as `nalu train` runs one model (pools: TF's default thread pools)
             use_threads(tf)
         elif args.threads == "architectures":  # as `nalu train` runs the default model
-            from nalu_cli import portfolio
-            from nalu_cli._tf import cores
+            from nalu_cli.training.run import train_threads
 
-            use_threads(tf, min(len(portfolio.DEFAULT_MODEL["static"]), cores()))
+            use_threads(tf, train_threads(default_model_members()))
     report = {part: RUNNERS[part](args) for part in parts}
     report["machine"] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),

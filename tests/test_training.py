@@ -185,7 +185,7 @@ def test_nau_nmu_learns_multiplication_with_split_adam():
 
 
 def test_use_threads_takes_effect_in_a_fresh_process():
-    """The helper `nalu train` (up to ONE_THREAD_MAX_MODELS restarts per architecture) and benchmark
+    """The helper `nalu train` (run.train_threads) and benchmark
     workers call before building a model: in a new process it succeeds and TF reads back the threads
     asked for (intra-op; one inter-op thread)."""
     import subprocess
@@ -274,8 +274,10 @@ def test_a_portfolio_interrupted_or_restored_from_its_checkpoint_continues_exact
     first = ReplicaTrainer.of(portfolio_members(config))
     first.fit(200, 100, False)
     arrays, scalars = first.checkpoint().arrays_and_scalars()
-    before = [leaf.numpy() for arch in first.architectures for leaf in tf.nest.flatten(arch.state)]
-    asked = []
+    def state():
+        return [leaf.numpy() for arch in first.architectures for leaf in tf.nest.flatten(arch.state)]
+
+    before, asked = state(), []
 
     def should_stop():
         asked.append(threading.current_thread().name)
@@ -283,7 +285,7 @@ def test_a_portfolio_interrupted_or_restored_from_its_checkpoint_continues_exact
 
     assert first.train(2_000_000, should_stop=should_stop) is None
     assert first.step == 200 and len(set(asked)) == 2  # both architectures ran, each in its own thread
-    for a, b in zip(before, [leaf.numpy() for arch in first.architectures for leaf in tf.nest.flatten(arch.state)]):
+    for a, b in zip(before, state()):
         np.testing.assert_array_equal(a, b)
     second = ReplicaTrainer.of(portfolio_members(config))
     second.restore(arrays, scalars)

@@ -44,7 +44,15 @@ from nalu_cli.training.trainer import ReplicaTrainer
 
 # `nalu train` gives TF one thread per architecture (up to the cores) while each architecture has
 # at most this many models (restarts); beyond, TF's default pools. See _tf.use_threads.
-ONE_THREAD_MAX_MODELS = 8
+OWN_THREAD_MAX_MODELS = 8
+
+
+def train_threads(architectures: list) -> int | None:
+    """TF's intra-op threads for training these members in one process (the trainer steps them side
+    by side): one per architecture up to the cores; None (TF's default pools) for large ones."""
+    if max(len(member.replicas) for member in architectures) > OWN_THREAD_MAX_MODELS:  # each is its own graph
+        return None
+    return min(len(architectures), cores())
 
 
 def train(
@@ -172,8 +180,9 @@ def _run(config: Config, out: Path, on_progress, should_stop, checkpoint: tuple 
     started = time.perf_counter()
     training = config.training
     architectures, (restarts,) = members(config, [config.seed])
-    if max(len(member.replicas) for member in architectures) <= ONE_THREAD_MAX_MODELS:  # each is its own graph
-        use_threads(tf, min(len(architectures), cores()))  # the trainer steps architectures side by side
+    threads = train_threads(architectures)
+    if threads is not None:
+        use_threads(tf, threads)
     trainer = ReplicaTrainer.of(architectures)
     previous_seconds = 0.0
     if checkpoint is not None:
