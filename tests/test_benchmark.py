@@ -109,7 +109,8 @@ def test_ray_backend_matches_local_backend(tmp_path, monkeypatch):
     from tests.conftest import in_process_runner
 
     pytest.importorskip("ray")
-    # Two groups of seeds ([0, 1] and [2]), one per worker, the second smaller than --replicas.
+    # Two groups of seeds ([0, 1] and [2]), the second smaller than --replicas; one Ray worker runs
+    # both (a second would import TensorFlow again beside the suite's other workers).
     grid = dict(ops=["sub"], units=["nau"], seeds=[0, 1, 2], base_settings=SMALL, replicas=2)
     with monkeypatch.context() as patch:
         patch.setitem(benchmark.RUNNERS, "local", in_process_runner)
@@ -117,7 +118,7 @@ def test_ray_backend_matches_local_backend(tmp_path, monkeypatch):
     config = tmp_path / "small.yaml"
     config.write_text(json.dumps(SMALL))
     command = [sys.executable, "-m", "nalu_cli", "benchmark", "--ops", "sub", "--units", "nau", "--seeds", "3",
-               "--replicas", "2", "--config", str(config), "--backend", "ray", "--workers", "2",
+               "--replicas", "2", "--config", str(config), "--backend", "ray", "--workers", "1",
                "--out", str(tmp_path / "ray")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
