@@ -127,6 +127,24 @@ def test_ray_backend_matches_local_backend(tmp_path, monkeypatch):
     assert comparable(remote) == comparable(local)
 
 
+def test_a_ray_cluster_started_here_runs_its_workers_at_nice_0():
+    """Ray's default worker niceness, 15, starves them beside any busy process (README, "Stopped,
+    killed, or a Ray node lost"); a cluster nalu starts runs them as the local backend does."""
+    from nalu_cli.benchmark.runners import init_ray
+
+    class Ray:
+        def __init__(self):
+            self.calls = []
+
+        def init(self, **kwargs):
+            self.calls.append(kwargs)
+
+    ray = Ray()
+    init_ray(ray, 2, None)
+    (started,) = ray.calls
+    assert started["num_cpus"] == 2 and started["_system_config"] == {"worker_niceness": 0}
+
+
 def test_a_ray_address_where_no_cluster_answers_is_one_line_at_once(tmp_path):
     """ray.init retries such an address for minutes (measured: over 200 s), printing warnings."""
     pytest.importorskip("ray")
