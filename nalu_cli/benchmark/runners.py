@@ -117,7 +117,7 @@ def init_ray(ray, workers: int, address: str | None) -> None:
             ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         else:
             # Ray runs its workers at nice 15 by default: beside any other busy process they
-            # crawl (a 10 s benchmark took 294 s next to two others on this 2-core machine).
+            # crawl (a benchmark of 28 s at nice 0 took 294 s next to two busy processes here).
             # Workers started for this benchmark are the job, as the local backend's are.
             ray.init(num_cpus=workers, log_to_driver=False, include_dashboard=False, logging_level="ERROR",
                      _system_config={"worker_niceness": 0})
