@@ -1,4 +1,7 @@
+import contextlib
+import fcntl
 import os
+import shutil
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -51,12 +54,44 @@ def assert_same_weights(first, second):
             np.testing.assert_array_equal(layer_a[name], layer_b[name])
 
 
+@contextlib.contextmanager
+def shared_directory(tmp_path_factory, name: str):
+    """A directory made once for the whole test run, not once per xdist worker.
+
+    Yields (path, done): if `done` is False the caller makes `path` (it does not exist yet);
+    an exception leaves nothing behind. Under xdist the workers share their base directory's
+    parent and take turns under a file lock, so the first to ask makes it and the others wait
+    for it: both workers making the same run cost ~10-25 s of the suite's time each.
+    A directory is complete once its marker is written, so a worker killed while making it
+    leaves only something the next asker deletes and makes again.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # no xdist: a session fixture is made once anyway
+        yield tmp_path_factory.mktemp(name) / name, False
+        return
+    root = tmp_path_factory.getbasetemp().parent / "shared"
+    root.mkdir(exist_ok=True)
+    path, marker = root / name, root / f"{name}.complete"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if marker.exists():
+            yield path, True
+            return
+        shutil.rmtree(path, ignore_errors=True)
+        try:
+            yield path, False
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+        marker.touch()
+
+
 @pytest.fixture(scope="session")
 def add_run(tmp_path_factory):
     """A trained a+b run directory, made through the CLI, shared by the tests that read runs."""
-    out = tmp_path_factory.mktemp("runs") / "add"
-    result = invoke(*ADD_RUN_ARGS, "--out", out)
-    assert result.exit_code == 0, result.output + result.stderr
+    with shared_directory(tmp_path_factory, "add") as (out, done):
+        if not done:
+            result = invoke(*ADD_RUN_ARGS, "--out", out)
+            assert result.exit_code == 0, result.output + result.stderr
     return out
 
 
@@ -72,16 +107,16 @@ training: {steps: 300, eval_every: 100, early_stop: false}
 @pytest.fixture
 def add_copy(add_run, tmp_path):
     """A copy of `add_run` (a finished run) this test may damage."""
-    import shutil
-
     return Path(shutil.copytree(add_run, tmp_path / "run"))
 
 
 @pytest.fixture(scope="session")
 def exported(add_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("exports") / "add"
-    result = invoke("export", add_run, "--out", out, "--format", "keras", "--format", "tflite", "--format", "onnx")
-    assert result.exit_code == 0, result.output + result.stderr
+    with shared_directory(tmp_path_factory, "exported-add") as (out, done):
+        if not done:
+            result = invoke("export", add_run, "--out", out, "--format", "keras", "--format", "tflite",
+                            "--format", "onnx")
+            assert result.exit_code == 0, result.output + result.stderr
     return out
 
 
@@ -97,20 +132,21 @@ training: {steps: 250, eval_every: 125, learning_rate: 0.05}
 @pytest.fixture(scope="session")
 def recurrent_run(tmp_path_factory):
     """A recurrent run directory made through the CLI (--task recurrent over a --config), shared."""
-    root = tmp_path_factory.mktemp("runs")
-    config = root / "recurrent.yaml"
-    config.write_text(RECURRENT_RUN_CONFIG)
-    out = root / "recurrent-add"
-    result = invoke("train", "--config", config, "--task", "recurrent", "--seed", "0", "--out", out)
-    assert result.exit_code == 0, result.output + result.stderr
+    with shared_directory(tmp_path_factory, "recurrent-add") as (out, done):
+        if not done:
+            config = tmp_path_factory.mktemp("config") / "recurrent.yaml"
+            config.write_text(RECURRENT_RUN_CONFIG)
+            result = invoke("train", "--config", config, "--task", "recurrent", "--seed", "0", "--out", out)
+            assert result.exit_code == 0, result.output + result.stderr
     return out
 
 
 @pytest.fixture(scope="session")
 def recurrent_exported(recurrent_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("exports") / "recurrent"
-    result = invoke("export", recurrent_run, "--out", out, "--format", "keras", "--format", "onnx")
-    assert result.exit_code == 0, result.output + result.stderr
+    with shared_directory(tmp_path_factory, "exported-recurrent") as (out, done):
+        if not done:
+            result = invoke("export", recurrent_run, "--out", out, "--format", "keras", "--format", "onnx")
+            assert result.exit_code == 0, result.output + result.stderr
     return out
 
 
