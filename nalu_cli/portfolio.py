@@ -9,7 +9,7 @@ member covers what another cannot learn (see README, "The default model"):
 static     NAU -> gated    a+b, a-b, a*b, a^2, sqrt(a)
            NAU -> NaiNPU   a/b (with the polish step): the gated unit's affine trap
 recurrent  NAU -> gated    a+b, a-b, a^2, sqrt(a), a*b on some seeds
-           NAU -> NMU      a*b on the seeds where the gated output mixes the two sums
+           NAU -> NMU      a*b, a^2; its cell's recurrence held at the identity it starts from
 
 A named unit (`--unit nau`, `model.layers`) is one architecture. No TensorFlow here.
 """
@@ -29,7 +29,11 @@ DEFAULT_MODEL = {
     "static": ((("nau", "gated"), {}),
                (("nau", "nainpu"), {"polish_every": POLISH_EVERY, "polish_iterations": POLISH_ITERATIONS,
                                     "polish_limit": POLISH_LIMIT})),
-    "recurrent": ((("nau", "gated"), {}), (("nau", "nmu"), {})),
+    # The NMU member's cell keeps its h_{t-1} rows at the identity (recurrent_step_scale 0), an exact
+    # accumulator from the start. Learned, the recurrence let both hidden units settle on the same
+    # mixture u of the two sums (y = u^2, close to a*b where the sums concentrate): restart 0 of
+    # seeds 0-19 solved a*b on 3 of 20 seeds learning it, 19 of 20 holding it (README, "The recurrent task").
+    "recurrent": ((("nau", "gated"), {}), (("nau", "nmu"), {"recurrent_step_scale": 0.0})),
 }
 
 

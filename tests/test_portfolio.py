@@ -40,6 +40,28 @@ def test_only_the_division_member_polishes_on_a_multiple_of_eval_every():
     assert nainpu.layers == ["nau", "nainpu"] and nainpu.restarts == gated.restarts == 6
 
 
+def test_the_recurrent_nmu_member_holds_its_cells_recurrence_at_the_identity():
+    """The NAU -> NMU member's h_{t-1} rows stay the identity they start at (an exact accumulator)
+    while the gated member learns its recurrence, and each member still learns its x_t rows."""
+    from nalu_cli.training import ReplicaTrainer
+
+    config = resolve({"task": {"kind": "recurrent", "op": "mul", "validation_size": 100, "test_size": 20,
+                               "extrapolation_length": 20},
+                      "model": {"restarts": 1}, "training": {"eval_every": 100, "polish_every": 0}})
+    (gated, gated_training), (nmu, nmu_training) = portfolio.architectures(config)
+    assert nmu.layers == ["nau", "nmu"] and nmu_training.recurrent_step_scale == 0.0
+    assert gated_training.recurrent_step_scale is None  # 1/T under split-adam: learned
+    built, (group,) = members(config, [0])
+    trainer = ReplicaTrainer.of(built)
+    before = [trainer.replica_params(r)[0]["w"].copy() for r in group]
+    trainer.fit(200, 100, False, groups=[group])
+    (gated_before, nmu_before), (gated_after, nmu_after) = before, [trainer.replica_params(r)[0]["w"] for r in group]
+    inputs = config.task.input_size
+    np.testing.assert_array_equal(nmu_after[inputs:], np.eye(2))
+    assert not np.array_equal(gated_after[inputs:], gated_before[inputs:])
+    assert not np.array_equal(nmu_after[:inputs], nmu_before[:inputs])
+
+
 def test_a_named_unit_is_one_architecture():
     config = resolve({"model": {"layers": ["nau", "nmu"]}})
     assert portfolio.architectures(config) == [(config.model, config.training)]

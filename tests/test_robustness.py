@@ -232,10 +232,20 @@ def test_a_recurrent_run_of_an_older_nalu_is_resumed_only_as_it_trained(tmp_path
     h_0_learned = {**recurrent, "model": {"learn_initial_state": True}}
     with pytest.raises(NaluError, match="add `recurrent_step_scale: 1.0` under `training:`"):
         check_resumable(resolve(h_0_learned), nalu_0_5, tmp_path)
-    check_resumable(resolve({**h_0_learned, "training": {"recurrent_step_scale": 1.0}}), nalu_0_5, tmp_path)
     with pytest.raises(NaluError, match="add `recurrent_step_scale: 1.0` under `training:`"):
         check_resumable(resolve(recurrent), nalu_0_6, tmp_path)
-    check_resumable(resolve({**recurrent, "training": {"recurrent_step_scale": 1.0}}), nalu_0_6, tmp_path)
+    # Set, those keys give back the old run's config, but not its default model's members: since 0.10
+    # the NMU member holds its recurrence (portfolio.DEFAULT_MODEL), which no key of the config undoes.
+    for old, settings in ((nalu_0_5, {**h_0_learned, "training": {"recurrent_step_scale": 1.0}}),
+                          (nalu_0_6, {**recurrent, "training": {"recurrent_step_scale": 1.0}})):
+        with pytest.raises(NaluError, match="nalu 0.9.0 or older, whose default recurrent model's NAU -> NMU member"):
+            check_resumable(resolve(settings), old, tmp_path)
+    # A split-adam run of named units resumes once the key is set.
+    nau_nmu = {**recurrent, "model": {"layers": ["nau", "nmu"]}}
+    with pytest.raises(NaluError, match="add `recurrent_step_scale: 1.0` under `training:`"):
+        check_resumable(resolve(nau_nmu), written_by_old_nalu(nau_nmu, ("training", "recurrent_step_scale")), tmp_path)
+    check_resumable(resolve({**nau_nmu, "training": {"recurrent_step_scale": 1.0}}),
+                    written_by_old_nalu(nau_nmu, ("training", "recurrent_step_scale")), tmp_path)
     # Runs the changes leave alone resume as they are: named units keep a learned h_0, adam was
     # never scaled, and the static task has no cell.
     nau = {**recurrent, "model": {"unit": "nau", "layers": ["nau", "nau"]}, "training": {"optimizer": "adam"}}
@@ -243,6 +253,33 @@ def test_a_recurrent_run_of_an_older_nalu_is_resumed_only_as_it_trained(tmp_path
                                                       ("training", "recurrent_step_scale")), tmp_path)
     check_resumable(resolve({}), written_by_old_nalu({}, ("model", "learn_initial_state"),
                                                      ("training", "recurrent_step_scale")), tmp_path)
+
+
+def test_a_default_recurrent_run_resumes_only_under_the_nalu_whose_portfolio_trained_it(tmp_path):
+    """The checkpoint names the nalu that wrote it (since 0.10.0): a default recurrent run of 0.9.0
+    or older, whose NMU member learned its recurrence, is refused in one line; one of this nalu, a
+    static default run and a named architecture resume."""
+    from nalu_cli import __version__
+    from nalu_cli.training.run import check_resumable
+
+    def checkpoint(settings, version=None):
+        return {"config": resolve(settings).to_dict(), "step": 1000,
+                **({"nalu_version": version} if version else {})}
+
+    recurrent = {"task": {"kind": "recurrent", "op": "mul"}}
+    for version in (None, "0.9.0", "not a version"):
+        with pytest.raises(NaluError, match="NAU -> NMU member learned its cell's recurrence.*start a new run"):
+            check_resumable(resolve(recurrent), checkpoint(recurrent, version), tmp_path)
+    check_resumable(resolve(recurrent), checkpoint(recurrent, __version__), tmp_path)
+    check_resumable(resolve({}), checkpoint({}), tmp_path)
+    named = {**recurrent, "model": {"layers": ["nau", "nmu"]}}
+    check_resumable(resolve(named), checkpoint(named), tmp_path)
+
+
+def test_a_checkpoint_names_the_nalu_that_wrote_it(run_copy):
+    from nalu_cli import __version__
+
+    assert json.loads((run_copy / "checkpoint" / "state.json").read_text())["nalu_version"] == __version__
 
 
 def test_a_run_killed_mid_write_resumes_to_the_uninterrupted_run_and_leaves_nothing_of_the_dead_writer(

@@ -16,7 +16,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from nalu_cli import faults
+from nalu_cli import __version__, faults
 from nalu_cli._tf import tensorflow_writes
 from nalu_cli.errors import NaluError, as_write_error
 from nalu_cli.rundir import CHECKPOINT_DIR, METRICS_FILE, TENSORBOARD_DIR, atomic_write_text, to_json
@@ -94,7 +94,8 @@ class RunWriter(Callback):
             raise as_write_error(error, self.out / METRICS_FILE) or error from None
         faults.reached("metrics-line", self.out / METRICS_FILE, start)
         arrays, scalars = trainer.checkpoint().arrays_and_scalars()
-        write_checkpoint(self.out / CHECKPOINT_DIR, arrays, {**scalars, "train_seconds": seconds, "config": self.config})
+        write_checkpoint(self.out / CHECKPOINT_DIR, arrays, {**scalars, "train_seconds": seconds, "config": self.config,
+                                                             "nalu_version": __version__})
         if self.on_checkpoint:
             self.on_checkpoint()
         with tensorflow_writes(self.out / TENSORBOARD_DIR), self.tensorboard.as_default(step=step):

@@ -13,7 +13,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from nalu_cli import magnitudes
+from nalu_cli import __version__, magnitudes
 from nalu_cli._tf import cores, use_threads
 from nalu_cli.config import Config, resolve
 from nalu_cli.config_files import dump_yaml
@@ -136,6 +136,21 @@ CHANGED_DEFAULTS = (
      "which stepped a cell's recurrence as its other weights"),
 )
 
+# Changes to the default model's members (portfolio.DEFAULT_MODEL), which no config key holds: a
+# default-model run of the task kind written by an older nalu cannot go on as it began.
+# (task kind, first version with the change, what the older default model did.)
+PORTFOLIO_CHANGES = (
+    ("recurrent", (0, 10, 0), "whose default recurrent model's NAU -> NMU member learned its cell's recurrence"),
+)
+
+
+def version_tuple(version) -> tuple[int, ...]:
+    """(0, 10, 0) from "0.10.0"; () (older than any) for what no nalu writes."""
+    try:
+        return tuple(int(part) for part in str(version).split(".")[:3])
+    except ValueError:
+        return ()
+
 
 def yaml_value(value) -> str:
     return "true" if value is True else "false" if value is False else repr(value)
@@ -156,6 +171,11 @@ def check_resumable(config: Config, scalars: dict, out: Path) -> None:
                     raise NaluError(f"{out} was trained by nalu {version}, {what}: add `{key}: "
                                     f"{yaml_value(value)}` under `{section}:` in {out / CONFIG_FILE} to resume it as it began")
                 setattr(getattr(trained, section), key, value)
+        written = scalars.get("nalu_version")  # recorded since 0.10.0
+        for kind, since, what in PORTFOLIO_CHANGES:
+            if trained.model.is_default and trained.task.kind == kind and version_tuple(written or "0.9.0") < since:
+                raise NaluError(f"{out} was trained by nalu {written or '0.9.0 or older'}, {what}; nalu "
+                                f"{__version__} cannot continue it as it began: resume it with that nalu, or start a new run")
         now, then = _flat(config.to_dict()), _flat(trained.to_dict())
         for key in sorted(set(now) | set(then)):
             if key != "training.steps" and now.get(key) != then.get(key):
