@@ -91,8 +91,16 @@ def trask_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     for split in ("interpolation", "extrapolation"):
         for op in ops:
             values = [by_cell.get((op, unit), {}).get(f"median_normalized_{split}") for unit in units]
-            body.append([split, SYMBOLS.get(op, op), *[f"{v:.1f}" if v is not None else "-" for v in values]])
+            body.append([split, SYMBOLS.get(op, op), *[normalized_cell(v) for v in values]])
     return header, body
+
+
+def normalized_cell(value) -> str:
+    """A normalised error as Trask's Table 1 prints it (one decimal: 99.6), but 2.5e+22 rather
+    than 23 digits where a model's error ran away; "-" for none."""
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if abs(value) < 1e6 else f"{value:.2g}"
 
 
 def markdown(header: list[str], body: list[list[str]]) -> str:
