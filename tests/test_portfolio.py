@@ -53,9 +53,9 @@ def test_the_recurrent_nmu_member_holds_its_cells_recurrence_at_the_identity():
     assert gated_training.recurrent_step_scale is None  # 1/T under split-adam: learned
     built, (group,) = members(config, [0])
     trainer = ReplicaTrainer.of(built)
-    before = [trainer.replica_params(r)[0]["w"].copy() for r in group]
+    gated_before, nmu_before = (trainer.replica_params(r)[0]["w"] for r in group)  # numpy copies
     trainer.fit(200, 100, False, groups=[group])
-    (gated_before, nmu_before), (gated_after, nmu_after) = before, [trainer.replica_params(r)[0]["w"] for r in group]
+    gated_after, nmu_after = (trainer.replica_params(r)[0]["w"] for r in group)
     inputs = config.task.input_size
     np.testing.assert_array_equal(nmu_after[inputs:], np.eye(2))
     assert not np.array_equal(gated_after[inputs:], gated_before[inputs:])

@@ -276,10 +276,10 @@ def test_a_default_recurrent_run_resumes_only_under_the_nalu_whose_portfolio_tra
     check_resumable(resolve(named), checkpoint(named), tmp_path)
 
 
-def test_a_checkpoint_names_the_nalu_that_wrote_it(run_copy):
+def test_a_checkpoint_names_the_nalu_that_wrote_it(trained_1000):
     from nalu_cli import __version__
 
-    assert json.loads((run_copy / "checkpoint" / "state.json").read_text())["nalu_version"] == __version__
+    assert json.loads((trained_1000 / "checkpoint" / "state.json").read_text())["nalu_version"] == __version__
 
 
 def test_a_run_killed_mid_write_resumes_to_the_uninterrupted_run_and_leaves_nothing_of_the_dead_writer(
