@@ -11,8 +11,9 @@ Parts (all by default; timed parts interleave their contenders --repeats times a
   restarts  the default model's restarts per second: replica-steps/s of the trainer `nalu train`
             builds for one seed (replicas.members(config, [0]): NAU -> gated and NAU -> NaiNPU,
             6 restarts each); training steps only, not the evaluations and polish between them.
-  solve     whole-process wall time and peak memory of `nalu train --op mul` and `--op div`
-            (seed 0, the default model, early stop), --solve-repeats runs each, interleaved.
+  solve     whole-process wall time and peak memory of `nalu train --op mul`, `--op div` and
+            `--task recurrent --op mul` (seed 0, the default model, early stop), --solve-repeats
+            runs each, interleaved.
   memory    peak memory of `nalu benchmark --seeds 2 --workers 2 --steps 2000` (all six ops).
   startup   `nalu --help` wall time, median of 5.
 The in-process parts run TensorFlow on one thread (--threads), as `nalu train` runs one model;
@@ -206,20 +207,25 @@ def measure_process(command: list[str]) -> dict:
     return figures
 
 
+# The `nalu train` runs the solve part times: a label, and the arguments before --seed 0.
+SOLVE_RUNS = {"mul": ("--op", "mul"), "div": ("--op", "div"), "recurrent mul": ("--task", "recurrent", "--op", "mul")}
+
+
 def solve_part(args) -> dict:
-    runs = {"mul": [], "div": []}
+    runs = {label: [] for label in SOLVE_RUNS}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.solve_repeats):
-            for op, done in runs.items():
-                out = Path(tmp) / f"{op}-{repeat}"
-                figures = measure_process([*nalu_command(), "train", "--op", op, "--seed", "0", "--out", str(out)])
+            for label, done in runs.items():
+                out = Path(tmp) / f"{label.replace(' ', '-')}-{repeat}"
+                figures = measure_process([*nalu_command(), "train", *SOLVE_RUNS[label], "--seed", "0",
+                                           "--out", str(out)])
                 summary = json.loads((out / "summary.json").read_text())
                 done.append({**figures, **{key: summary[key] for key in
                                            ("success", "solved_at_step", "train_seconds", "polish_seconds")}})
     report = {}
-    for op, done in runs.items():
+    for label, done in runs.items():
         walls = [run["wall_seconds"] for run in done]
-        report[op] = {
+        report[label] = {
             "runs": len(done),
             "solved": sum(bool(run["success"]) for run in done),
             "solved_at_steps": list(dict.fromkeys(run["solved_at_step"] for run in done)),  # one, if reproducible
@@ -303,10 +309,10 @@ def lines(report: dict) -> list[str]:
                        f"{restarts['pools_restart_steps_per_second']:,} restart-steps/s")
     if any(part in report for part in ("solve", "memory", "startup")):
         rows = [("  command", "wall time", "peak RSS", "")]
-        for op, solve in report.get("solve", {}).get("time_to_solve", {}).items():
+        for label, solve in report.get("solve", {}).get("time_to_solve", {}).items():
             low, high = solve["wall_seconds_range"]
             steps = ", ".join(f"{step:,}" if step is not None else "-" for step in solve["solved_at_steps"])
-            rows.append((f"  nalu train --op {op} --seed 0", f"{solve['wall_seconds_median']} s",
+            rows.append((f"  nalu train {' '.join(SOLVE_RUNS[label])} --seed 0", f"{solve['wall_seconds_median']} s",
                          f"{solve['peak_rss_mib']:,} MiB",
                          f"median of {solve['runs']} ({low}-{high} s); solved {solve['solved']}/{solve['runs']}, "
                          f"at step {steps}; polish {solve['polish_seconds_median']} s"))

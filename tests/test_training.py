@@ -259,6 +259,10 @@ def test_a_portfolio_trains_each_architecture_as_alone_and_selects_across_them()
         assert both.results[index].interpolation_mse == result.interpolation_mse
     interpolation = [result.interpolation_mse for result in both.results]
     assert both.chosen([0, 1]) == int(np.argmin(interpolation)) and interpolation[0] != interpolation[1]
+    # Compiled one at a time before the first chunk (to keep the peak memory down), each traced
+    # once: the compiling call is the one every later call runs. One copy of the evaluation sets.
+    assert [arch.chunk.chunk.experimental_get_tracing_count() for arch in both.architectures] == [1, 1]
+    assert both.architectures[0].evaluate.sets is both.architectures[1].evaluate.sets
 
 
 def test_a_portfolio_interrupted_or_restored_from_its_checkpoint_continues_exactly():

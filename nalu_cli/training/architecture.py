@@ -22,7 +22,8 @@ from nalu_cli.training.step import ChunkRunner, TrainState, make_chunk
 class Architecture:
     """A member's replicas in a trainer, at `indices` among the trainer's replicas."""
 
-    def __init__(self, member: Member, indices: slice):
+    def __init__(self, member: Member, indices: slice, shared_sets: dict | None = None):
+        """`shared_sets`: see evaluate.make_evaluator (one dict for a trainer's architectures)."""
         replicas, training = member.replicas, member.training
         shapes = {(r.spec.kind, r.spec.input_size) for r in replicas}
         if len(shapes) != 1:
@@ -37,7 +38,7 @@ class Architecture:
         specs = [r.spec for r in replicas]
         self.chunk = ChunkRunner(make_chunk(self.forward, self.layers, replicas, training))
         self.snap_selection = training.snap_selection and can_snap(self.layers, params)
-        self.evaluate = make_evaluator(self.forward, self.layers, specs, self.snap_selection)
+        self.evaluate = make_evaluator(self.forward, self.layers, specs, self.snap_selection, shared=shared_sets)
         self.polish = None  # params -> params, when this member polishes
         if training.polish_every:
             self.polish = make_polish(self.forward, self.layers, params, specs, training.polish_iterations)

@@ -26,21 +26,22 @@ def can_snap(layers, params) -> bool:
     return True
 
 
-def make_evaluator(forward, layers, specs: list, snap: bool, jit_compile: bool | None = None):
+def make_evaluator(forward, layers, specs: list, snap: bool, jit_compile: bool | None = None,
+                   shared: dict | None = None):
     """evaluate(params, polished=False) -> [Candidate for the weights, and for them snapped if `snap`].
 
     `forward(params, x)` is the model's pure forward pass; `specs` the replicas' tasks.
     `jit_compile`: whether XLA compiles the evaluation; None: for recurrent tasks only (below).
+    `shared`: a dict the evaluators of one trainer pass in, so that architectures with the same
+    replicas' tasks hold one copy of the sets (a recurrent test set is 40 MB).
     """
     single = len(specs) == 1
     groups, per_group = shared_layout(specs)
-    sets = {}
-    for name, make in SPLITS:
-        pairs = [make(spec) for spec in specs[::per_group]]  # one copy per distinct task
-        x, y = np.stack([x for x, _ in pairs]), np.stack([y for _, y in pairs])
-        if per_group > 1:  # [U, 1, N, ...]: broadcast over the K replicas that share it
-            x, y = x[:, None], y[:, None]
-        sets[name] = (tf.constant(x), tf.constant(y))
+    shared = {} if shared is None else shared
+    key = (tuple(specs[::per_group]), per_group)
+    if key not in shared:
+        shared[key] = evaluation_sets(specs[::per_group], per_group)
+    sets = shared[key]
 
     def errors_of(params):
         errors = {}
@@ -82,7 +83,20 @@ def make_evaluator(forward, layers, specs: list, snap: bool, jit_compile: bool |
             for index, (weights, errors) in enumerate(scores(params))
         ]
 
+    evaluate.sets = sets
     return evaluate
+
+
+def evaluation_sets(specs: list, per_group: int) -> dict:
+    """{split: (x, y)} constants over the distinct tasks `specs`, [U, 1, N, ...] if `per_group` > 1."""
+    sets = {}
+    for name, make in SPLITS:
+        pairs = [make(spec) for spec in specs]  # one copy per distinct task
+        x, y = np.stack([x for x, _ in pairs]), np.stack([y for _, y in pairs])
+        if per_group > 1:  # [U, 1, N, ...]: broadcast over the K replicas that share it
+            x, y = x[:, None], y[:, None]
+        sets[name] = (tf.constant(x), tf.constant(y))
+    return sets
 
 
 def shared_layout(specs: list) -> tuple[int, int]:

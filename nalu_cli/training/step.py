@@ -132,6 +132,14 @@ class ChunkRunner:
     def __init__(self, chunk, call_seconds: float = CALL_SECONDS):
         self.chunk, self.call_seconds = chunk, call_seconds
         self.call_steps = FIRST_CALL_STEPS
+        self.compiled = False
+
+    def compile(self, state: TrainState, lr_scale: np.ndarray) -> None:
+        """Trace and compile the chunk now, taking no step (a call of 0 steps), if no call has yet."""
+        if not self.compiled:
+            self.chunk(tf.constant(0, tf.int64), tf.constant(0, tf.int64), state, tf.constant(lr_scale),
+                       tf.zeros(len(lr_scale)))
+            self.compiled = True
 
     def __call__(self, start: int, n: int, state: TrainState, active: np.ndarray, lr_scale: np.ndarray,
                  should_stop: Callable[[], bool] | None = None):
@@ -144,6 +152,7 @@ class ChunkRunner:
             new_state, loss_sum = self.chunk(
                 tf.constant(start + done, tf.int64), tf.constant(steps, tf.int64), new_state, lr_scale, loss_sum
             )
+            self.compiled = True
             self._pace(steps, time.perf_counter() - started)
             done += steps
             faults.reached("chunk-call")

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from nalu_cli import tasks
+from nalu_cli._tf import release_freed_memory
 from nalu_cli.config import ModelConfig, TrainingConfig
 from nalu_cli.training import optimizer, selection
 from nalu_cli.training.architecture import Architecture, Member
@@ -47,9 +48,9 @@ class ReplicaTrainer:
     def _build(self, members: list[Member]) -> None:
         if not members or not all(member.replicas for member in members):
             raise ValueError("need at least one replica per member")
-        self.architectures, start = [], 0
+        self.architectures, start, sets = [], 0, {}
         for member in members:
-            self.architectures.append(Architecture(member, slice(start, start + len(member.replicas))))
+            self.architectures.append(Architecture(member, slice(start, start + len(member.replicas)), sets))
             start += len(member.replicas)
         self.replicas = [replica for member in members for replica in member.replicas]
         self.status = selection.ReplicaStatus.start(len(self.replicas))
@@ -80,6 +81,12 @@ class ReplicaTrainer:
             return arch.chunk(self.step, n, arch.state, self.status.active[ix], self.status.lr_scale[ix], should_stop)
 
         if len(jobs) > 1:  # each architecture is its own graph: stepped side by side, one Python thread each
+            # but compiled one at a time: two XLA compilations at once raised a recurrent run's peak
+            # memory by about 90 MiB (README, "Speed and memory").
+            if not all(arch.chunk.compiled for arch in jobs):
+                for arch in jobs:
+                    arch.chunk.compile(arch.state, self.status.lr_scale[arch.indices])
+                release_freed_memory()
             with ThreadPoolExecutor(len(jobs), thread_name_prefix="architecture") as pool:
                 outcomes = list(pool.map(run, jobs))
         else:
@@ -148,6 +155,8 @@ class ReplicaTrainer:
                     self.interrupted = True
                     return self.results
             entries = self.evaluate_and_select(losses)
+            if not self._evaluated:  # the evaluators have just compiled
+                release_freed_memory()
             selection.mark_solved(self.results, self.thresholds, self.step, time.perf_counter() - started)
             selection.stop(self.results, self.status, self.thresholds, groups, early_stop, self.step)
             self._evaluated, losses = True, None
