@@ -276,10 +276,38 @@ def test_a_default_recurrent_run_resumes_only_under_the_nalu_whose_portfolio_tra
     check_resumable(resolve(named), checkpoint(named), tmp_path)
 
 
-def test_a_checkpoint_names_the_nalu_that_wrote_it(trained_1000):
+def test_a_checkpoint_names_the_nalu_that_wrote_it_and_what_its_members_trained_with(trained_1000):
     from nalu_cli import __version__
+    from nalu_cli.config import Config
+    from nalu_cli.rundir import read_run_config
+    from nalu_cli.training.run import member_settings
 
-    assert json.loads((trained_1000 / "checkpoint" / "state.json").read_text())["nalu_version"] == __version__
+    state = json.loads((trained_1000 / "checkpoint" / "state.json").read_text())
+    assert state["nalu_version"] == __version__
+    assert state["members"] == member_settings(read_run_config(trained_1000, None))
+    assert state["members"] != member_settings(Config())  # the record names this run's model, not any model
+
+
+def test_a_run_whose_members_this_nalu_would_train_otherwise_is_refused(tmp_path, monkeypatch):
+    """A default-model checkpoint records each member's settings: when a later nalu's portfolio
+    (portfolio.DEFAULT_MODEL) trains a member otherwise, or has other members, resuming is refused
+    in one line naming what changed, with no entry in a table of versions needed."""
+    from nalu_cli import portfolio
+    from nalu_cli.training.run import check_resumable, member_settings
+
+    recurrent = {"task": {"kind": "recurrent", "op": "mul"}}
+    config = resolve(recurrent)
+    checkpoint = {"config": config.to_dict(), "step": 1000, "nalu_version": "0.10.0", "members": member_settings(config)}
+    check_resumable(config, checkpoint, tmp_path)
+    (gated, _), (nmu, _) = portfolio.DEFAULT_MODEL["recurrent"]
+    changed = {**portfolio.DEFAULT_MODEL, "recurrent": ((gated, {}), (nmu, {"recurrent_step_scale": 0.5}))}
+    monkeypatch.setattr(portfolio, "DEFAULT_MODEL", changed)
+    with pytest.raises(NaluError, match=r"member 2 trained with training.recurrent_step_scale 0.0; nalu .*'s "
+                                        r"\(nau -> nmu\) with 0.5: resume it with that nalu, or start a new run"):
+        check_resumable(config, checkpoint, tmp_path)
+    monkeypatch.setattr(portfolio, "DEFAULT_MODEL", {**changed, "recurrent": changed["recurrent"][:1]})
+    with pytest.raises(NaluError, match="with 2 architectures; nalu .*'s model has 1 \\(nau -> gated\\)"):
+        check_resumable(config, checkpoint, tmp_path)
 
 
 def test_a_run_killed_mid_write_resumes_to_the_uninterrupted_run_and_leaves_nothing_of_the_dead_writer(

@@ -51,9 +51,11 @@ class RunWriter(Callback):
     """
 
     def __init__(self, out: Path, group: list[int], stopwatch: Stopwatch, config: dict,
-                 on_progress: Callable[[dict], None] | None = None, on_checkpoint: Callable[[], None] | None = None):
+                 on_progress: Callable[[dict], None] | None = None, on_checkpoint: Callable[[], None] | None = None,
+                 members: list[dict] | None = None):
         self.out, self.group, self.stopwatch = Path(out), group, stopwatch
         self.config, self.on_progress = config, on_progress  # the checkpoint carries the config that made it
+        self.members = members  # and, if given, each architecture's settings (run.member_settings)
         self.on_checkpoint = on_checkpoint  # told after each checkpoint is written
         with tensorflow_writes(self.out / TENSORBOARD_DIR):
             self.tensorboard = tf.summary.create_file_writer(str(self.out / TENSORBOARD_DIR))
@@ -95,7 +97,8 @@ class RunWriter(Callback):
         faults.reached("metrics-line", self.out / METRICS_FILE, start)
         arrays, scalars = trainer.checkpoint().arrays_and_scalars()
         write_checkpoint(self.out / CHECKPOINT_DIR, arrays, {**scalars, "train_seconds": seconds, "config": self.config,
-                                                             "nalu_version": __version__})
+                                                             "nalu_version": __version__,
+                                                             **({"members": self.members} if self.members else {})})
         if self.on_checkpoint:
             self.on_checkpoint()
         with tensorflow_writes(self.out / TENSORBOARD_DIR), self.tensorboard.as_default(step=step):

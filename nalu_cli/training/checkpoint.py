@@ -1,7 +1,8 @@
 """The training checkpoint: everything needed to continue a run exactly, as arrays and scalars.
 
     checkpoint/state.npz   weights, optimiser moments, selected weights, replica status
-    checkpoint/state.json  step, polish time, every replica's result, train_seconds, the config, nalu_version
+    checkpoint/state.json  step, polish time, every replica's result, train_seconds, the config, nalu_version,
+                           each architecture's settings (members)
 
 Keys: "{params,m,v,mc,vc}/{layer}/{weight}" (a portfolio's architectures' layers numbered on from
 one to the next), "selected/{replica}/{layer}/{weight}" (the layers of the replica's architecture),

@@ -7,13 +7,14 @@ the RunWriter callback, the selected model's SavedModel and the summary.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Callable
 
 import tensorflow as tf
 
-from nalu_cli import __version__, magnitudes
+from nalu_cli import __version__, magnitudes, portfolio
 from nalu_cli._tf import cores, use_threads
 from nalu_cli.config import Config, resolve
 from nalu_cli.config_files import dump_yaml
@@ -136,8 +137,10 @@ CHANGED_DEFAULTS = (
      "which stepped a cell's recurrence as its other weights"),
 )
 
-# Changes to the default model's members (portfolio.DEFAULT_MODEL), which no config key holds: a
-# default-model run of the task kind written by an older nalu cannot go on as it began.
+# Changes to the default model's members (portfolio.DEFAULT_MODEL), which no config key holds, for
+# checkpoints written before they recorded their members (`member_settings`, since nalu 0.10.1): a
+# default-model run of the task kind written by an older nalu cannot go on as it began. Newer
+# checkpoints need no entry here: check_resumable compares their record with this nalu's members.
 # (task kind, first version with the change, what the older default model did.)
 PORTFOLIO_CHANGES = (
     ("recurrent", (0, 10, 0), "whose default recurrent model's NAU -> NMU member learned its cell's recurrence"),
@@ -150,6 +153,16 @@ def version_tuple(version) -> tuple[int, ...]:
         return tuple(int(part) for part in str(version).split(".")[:3])
     except ValueError:
         return ()
+
+
+def member_settings(config: Config) -> list[dict]:
+    """What each architecture of the config's model trains with, as the checkpoint records it:
+    its model and training settings (a portfolio member's own, from portfolio.DEFAULT_MODEL),
+    all but the step budget, which a resume may change."""
+    return json.loads(to_json([
+        {"model": dataclasses.asdict(model), "training": {k: v for k, v in dataclasses.asdict(training).items() if k != "steps"}}
+        for model, training in portfolio.architectures(config)
+    ]))
 
 
 def yaml_value(value) -> str:
@@ -172,7 +185,7 @@ def check_resumable(config: Config, scalars: dict, out: Path) -> None:
                                     f"{yaml_value(value)}` under `{section}:` in {out / CONFIG_FILE} to resume it as it began")
                 setattr(getattr(trained, section), key, value)
         written = scalars.get("nalu_version")  # recorded since 0.10.0
-        for kind, since, what in PORTFOLIO_CHANGES:
+        for kind, since, what in PORTFOLIO_CHANGES if "members" not in scalars else ():
             if trained.model.is_default and trained.task.kind == kind and version_tuple(written or "0.9.0") < since:
                 raise NaluError(f"{out} was trained by nalu {written or '0.9.0 or older'}, {what}; nalu "
                                 f"{__version__} cannot continue it as it began: resume it with that nalu, or start a new run")
@@ -181,8 +194,24 @@ def check_resumable(config: Config, scalars: dict, out: Path) -> None:
             if key != "training.steps" and now.get(key) != then.get(key):
                 raise NaluError(f"{out / CONFIG_FILE} no longer matches the run's checkpoint ({key}: "
                                 f"{then.get(key, 'absent')} -> {now.get(key, 'absent')}); put it back, or start a new run")
+        if "members" in scalars:  # the same config, but this nalu's default model may be made otherwise
+            _check_members(scalars["members"], member_settings(config), out, written)
     if config.training.steps < scalars["step"]:
         raise NaluError(f"run {out} is at step {scalars['step']:,}; --steps {config.training.steps:,} would go back")
+
+
+def _check_members(recorded: list, current: list, out: Path, written) -> None:
+    names = [" -> ".join(member["model"]["layers"] or [member["model"]["unit"]]) for member in current]
+    if len(recorded) != len(current):
+        raise NaluError(f"{out} was trained by nalu {written} with {len(recorded)} architectures; nalu {__version__}'s "
+                        f"model has {len(current)} ({', '.join(names)}): resume it with that nalu, or start a new run")
+    for index, (then_member, now_member) in enumerate(zip(recorded, current)):
+        now, then = _flat(now_member), _flat(then_member)
+        for key in sorted(set(now) | set(then)):
+            if now.get(key) != then.get(key):
+                raise NaluError(f"{out} was trained by nalu {written}, whose model's member {index + 1} trained with "
+                                f"{key} {then.get(key, 'absent')}; nalu {__version__}'s ({names[index]}) with "
+                                f"{now.get(key, 'absent')}: resume it with that nalu, or start a new run")
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -211,7 +240,7 @@ def _run(config: Config, out: Path, on_progress, should_stop, checkpoint: tuple 
         previous_seconds = float(scalars.get("train_seconds", 0.0))
     truncate_metrics(out / METRICS_FILE, trainer.step if checkpoint is not None else None)
     stopwatch = Stopwatch(previous_seconds)
-    with RunWriter(out, restarts, stopwatch, config.to_dict(), on_progress, on_checkpoint) as writer:
+    with RunWriter(out, restarts, stopwatch, config.to_dict(), on_progress, on_checkpoint, member_settings(config)) as writer:
         trainer.fit(training.steps, training.eval_every, training.early_stop, [writer], should_stop, [restarts])
     train_seconds = stopwatch.seconds()
     selected = trainer.results[trainer.chosen(restarts)].selected_params is not None
