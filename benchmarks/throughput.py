@@ -14,7 +14,8 @@ Parts (all by default; timed parts interleave their contenders --repeats times a
   solve     whole-process wall time and peak memory of `nalu train --op mul`, `--op div` and
             `--task recurrent --op mul` (seed 0, the default model, early stop), --solve-repeats
             runs each, interleaved.
-  memory    peak memory of `nalu benchmark --seeds 2 --workers 2 --steps 2000` (all six ops).
+  memory    peak memory of `nalu benchmark --seeds 2 --workers 2 --steps 2000` (all six ops), and of
+            the same with `--task recurrent --ops add,mul`.
   startup   `nalu --help` wall time, median of 5.
 The in-process parts run TensorFlow on one thread (--threads), as `nalu train` runs one model;
 `restarts` is also timed, each in a process of its own, as `nalu train` runs the default model
@@ -239,14 +240,22 @@ def solve_part(args) -> dict:
             "nalu_train_peak_rss_mib": max(op_report["peak_rss_mib"] for op_report in report.values())}
 
 
+# The `nalu benchmark` runs the memory part measures: a report key, and the arguments after `benchmark`.
+MEMORY_RUNS = {
+    "nalu_benchmark_2_workers": ("--seeds", "2", "--workers", "2", "--steps", "2000"),
+    "nalu_benchmark_recurrent_2_workers": ("--task", "recurrent", "--ops", "add,mul", "--seeds", "2", "--workers", "2",
+                                           "--steps", "2000"),
+}
+
+
 def memory_part(args) -> dict:
+    report = {}
     with tempfile.TemporaryDirectory() as tmp:
-        command = [*nalu_command(), "benchmark", "--seeds", "2", "--workers", "2", "--steps", "2000",
-                   "--out", str(Path(tmp) / "benchmark")]
-        figures = measure_process(command)
-    return {"nalu_benchmark_2_workers": {key: figures[key] for key in
-                                         ("wall_seconds", "tree_peak_rss_mib", "tree_peak_pss_mib",
-                                          "largest_process_peak_rss_mib")}}
+        for key, arguments in MEMORY_RUNS.items():
+            figures = measure_process([*nalu_command(), "benchmark", *arguments, "--out", str(Path(tmp) / key)])
+            report[key] = {name: figures[name] for name in
+                           ("wall_seconds", "tree_peak_rss_mib", "tree_peak_pss_mib", "largest_process_peak_rss_mib")}
+    return report
 
 
 def startup_part(args) -> dict:
@@ -316,9 +325,8 @@ def lines(report: dict) -> list[str]:
                          f"{solve['peak_rss_mib']:,} MiB",
                          f"median of {solve['runs']} ({low}-{high} s); solved {solve['solved']}/{solve['runs']}, "
                          f"at step {steps}; polish {solve['polish_seconds_median']} s"))
-        if "memory" in report:
-            bench = report["memory"]["nalu_benchmark_2_workers"]
-            rows.append(("  nalu benchmark --seeds 2 --workers 2 --steps 2000", f"{bench['wall_seconds']} s",
+        for key, bench in report.get("memory", {}).items():
+            rows.append((f"  nalu benchmark {' '.join(MEMORY_RUNS[key])}", f"{bench['wall_seconds']} s",
                          f"{bench['tree_peak_rss_mib']:,} MiB",
                          f"all processes (PSS {bench['tree_peak_pss_mib']:,} MiB; largest process "
                          f"{bench['largest_process_peak_rss_mib']:,} MiB)"))
@@ -328,9 +336,9 @@ def lines(report: dict) -> list[str]:
         if "solve" in report:
             peak = report["solve"]["nalu_train_peak_rss_mib"]
             out.append(f"  nalu train peak RSS {peak:,} MiB: {verdict(peak < TRAIN_LIMIT_MIB, '< 1 GiB')}")
-        if "memory" in report:
-            peak = report["memory"]["nalu_benchmark_2_workers"]["tree_peak_rss_mib"]
-            out.append(f"  nalu benchmark (2 workers) peak RSS, all processes, {peak:,} MiB: "
+        for key, bench in report.get("memory", {}).items():
+            peak, task = bench["tree_peak_rss_mib"], "recurrent, " if "recurrent" in key else ""
+            out.append(f"  nalu benchmark ({task}2 workers) peak RSS, all processes, {peak:,} MiB: "
                        f"{verdict(peak < BENCHMARK_LIMIT_MIB, '< 2 GiB')}")
     return out
 
