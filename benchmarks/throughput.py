@@ -240,18 +240,19 @@ def solve_part(args) -> dict:
             "nalu_train_peak_rss_mib": max(op_report["peak_rss_mib"] for op_report in report.values())}
 
 
-# The `nalu benchmark` runs the memory part measures: a report key, and the arguments after `benchmark`.
+# The `nalu benchmark` runs the memory part measures: a report key, and (its name in the verdict,
+# the arguments after `benchmark`).
 MEMORY_RUNS = {
-    "nalu_benchmark_2_workers": ("--seeds", "2", "--workers", "2", "--steps", "2000"),
-    "nalu_benchmark_recurrent_2_workers": ("--task", "recurrent", "--ops", "add,mul", "--seeds", "2", "--workers", "2",
-                                           "--steps", "2000"),
+    "nalu_benchmark_2_workers": ("2 workers", ("--seeds", "2", "--workers", "2", "--steps", "2000")),
+    "nalu_benchmark_recurrent_2_workers": ("recurrent, 2 workers", ("--task", "recurrent", "--ops", "add,mul",
+                                                                    "--seeds", "2", "--workers", "2", "--steps", "2000")),
 }
 
 
 def memory_part(args) -> dict:
     report = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for key, arguments in MEMORY_RUNS.items():
+        for key, (_, arguments) in MEMORY_RUNS.items():
             figures = measure_process([*nalu_command(), "benchmark", *arguments, "--out", str(Path(tmp) / key)])
             report[key] = {name: figures[name] for name in
                            ("wall_seconds", "tree_peak_rss_mib", "tree_peak_pss_mib", "largest_process_peak_rss_mib")}
@@ -326,7 +327,7 @@ def lines(report: dict) -> list[str]:
                          f"median of {solve['runs']} ({low}-{high} s); solved {solve['solved']}/{solve['runs']}, "
                          f"at step {steps}; polish {solve['polish_seconds_median']} s"))
         for key, bench in report.get("memory", {}).items():
-            rows.append((f"  nalu benchmark {' '.join(MEMORY_RUNS[key])}", f"{bench['wall_seconds']} s",
+            rows.append((f"  nalu benchmark {' '.join(MEMORY_RUNS[key][1])}", f"{bench['wall_seconds']} s",
                          f"{bench['tree_peak_rss_mib']:,} MiB",
                          f"all processes (PSS {bench['tree_peak_pss_mib']:,} MiB; largest process "
                          f"{bench['largest_process_peak_rss_mib']:,} MiB)"))
@@ -337,8 +338,8 @@ def lines(report: dict) -> list[str]:
             peak = report["solve"]["nalu_train_peak_rss_mib"]
             out.append(f"  nalu train peak RSS {peak:,} MiB: {verdict(peak < TRAIN_LIMIT_MIB, '< 1 GiB')}")
         for key, bench in report.get("memory", {}).items():
-            peak, task = bench["tree_peak_rss_mib"], "recurrent, " if "recurrent" in key else ""
-            out.append(f"  nalu benchmark ({task}2 workers) peak RSS, all processes, {peak:,} MiB: "
+            peak = bench["tree_peak_rss_mib"]
+            out.append(f"  nalu benchmark ({MEMORY_RUNS[key][0]}) peak RSS, all processes, {peak:,} MiB: "
                        f"{verdict(peak < BENCHMARK_LIMIT_MIB, '< 2 GiB')}")
     return out
 

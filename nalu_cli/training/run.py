@@ -185,15 +185,16 @@ def check_resumable(config: Config, scalars: dict, out: Path) -> None:
                                     f"{yaml_value(value)}` under `{section}:` in {out / CONFIG_FILE} to resume it as it began")
                 setattr(getattr(trained, section), key, value)
         written = scalars.get("nalu_version")  # recorded since 0.10.0
-        for kind, since, what in PORTFOLIO_CHANGES if "members" not in scalars else ():
-            if trained.model.is_default and trained.task.kind == kind and version_tuple(written or "0.9.0") < since:
-                raise NaluError(f"{out} was trained by nalu {written or '0.9.0 or older'}, {what}; nalu "
-                                f"{__version__} cannot continue it as it began: resume it with that nalu, or start a new run")
-        now, then = _flat(config.to_dict()), _flat(trained.to_dict())
-        for key in sorted(set(now) | set(then)):
-            if key != "training.steps" and now.get(key) != then.get(key):
-                raise NaluError(f"{out / CONFIG_FILE} no longer matches the run's checkpoint ({key}: "
-                                f"{then.get(key, 'absent')} -> {now.get(key, 'absent')}); put it back, or start a new run")
+        if "members" not in scalars:  # written before 0.10.1: what changed is known by version only
+            for kind, since, what in PORTFOLIO_CHANGES:
+                if trained.model.is_default and trained.task.kind == kind and version_tuple(written or "0.9.0") < since:
+                    raise NaluError(f"{out} was trained by nalu {written or '0.9.0 or older'}, {what}; nalu "
+                                    f"{__version__} cannot continue it as it began: resume it with that nalu, or start a new run")
+        changed = _first_difference(trained.to_dict(), config.to_dict(), ignore=("training.steps",))
+        if changed:
+            key, then, now = changed
+            raise NaluError(f"{out / CONFIG_FILE} no longer matches the run's checkpoint ({key}: {then} -> {now}); "
+                            "put it back, or start a new run")
         if "members" in scalars:  # the same config, but this nalu's default model may be made otherwise
             _check_members(scalars["members"], member_settings(config), out, written)
     if config.training.steps < scalars["step"]:
@@ -206,12 +207,22 @@ def _check_members(recorded: list, current: list, out: Path, written) -> None:
         raise NaluError(f"{out} was trained by nalu {written} with {len(recorded)} architectures; nalu {__version__}'s "
                         f"model has {len(current)} ({', '.join(names)}): resume it with that nalu, or start a new run")
     for index, (then_member, now_member) in enumerate(zip(recorded, current)):
-        now, then = _flat(now_member), _flat(then_member)
-        for key in sorted(set(now) | set(then)):
-            if now.get(key) != then.get(key):
-                raise NaluError(f"{out} was trained by nalu {written}, whose model's member {index + 1} trained with "
-                                f"{key} {then.get(key, 'absent')}; nalu {__version__}'s ({names[index]}) with "
-                                f"{now.get(key, 'absent')}: resume it with that nalu, or start a new run")
+        changed = _first_difference(then_member, now_member)
+        if changed:
+            key, then, now = changed
+            raise NaluError(f"{out} was trained by nalu {written}, whose model's member {index + 1} trained with "
+                            f"{key} {then}; nalu {__version__}'s ({names[index]}) with {now}: resume it with that "
+                            "nalu, or start a new run")
+
+
+def _first_difference(then: dict, now: dict, ignore: tuple = ()) -> tuple[str, str, str] | None:
+    """(key, value then, value now) of the first dotted key, in sorted order, whose value differs
+    ('absent' where a tree lacks it); None if the trees agree on every key but `ignore`."""
+    then, now = _flat(then), _flat(now)
+    for key in sorted(set(now) | set(then)):
+        if key not in ignore and now.get(key) != then.get(key):
+            return key, then.get(key, "absent"), now.get(key, "absent")
+    return None
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
