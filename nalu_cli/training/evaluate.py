@@ -92,7 +92,10 @@ def evaluation_sets(specs: list, per_group: int) -> dict:
     sets = {}
     for name, make in SPLITS:
         pairs = [make(spec) for spec in specs]  # one copy per distinct task
-        x, y = np.stack([x for x, _ in pairs]), np.stack([y for _, y in pairs])
+        # One task: a view, not np.stack's copy (a static set of 10,000 inputs is 400 MB).
+        stack = (lambda arrays: arrays[0][None]) if len(pairs) == 1 else np.stack
+        x, y = stack([x for x, _ in pairs]), stack([y for _, y in pairs])
+        del pairs
         if per_group > 1:  # [U, 1, N, ...]: broadcast over the K replicas that share it
             x, y = x[:, None], y[:, None]
         sets[name] = (tf.constant(x), tf.constant(y))
