@@ -15,7 +15,8 @@ Parts (all by default; timed parts interleave their contenders --repeats times a
             `--task recurrent --op mul` (seed 0, the default model, early stop), --solve-repeats
             runs each, interleaved.
   memory    peak memory of `nalu benchmark --seeds 2 --workers 2 --steps 2000` (all six ops), and of
-            the same with `--task recurrent --ops add,mul`.
+            the same with `--task recurrent --ops add,mul`; and a 2,000-step NAU -> NMU `nalu train` at
+            input_size 10,000: its wall time, peak RSS and the training's share.
   startup   `nalu --help` wall time, median of 5.
 The in-process parts run TensorFlow on one thread (--threads), as `nalu train` runs one model;
 `restarts` is also timed, each in a process of its own, as `nalu train` runs the default model
@@ -249,6 +250,12 @@ MEMORY_RUNS = {
 }
 
 
+# A run at a large input: what its fixed parts cost (setup, the evaluation sets, writing) beside its
+# training (issue 15: "a run's fixed costs must not grow with the input size").
+LARGE_INPUT_SIZE = 10_000
+LARGE_INPUT_RUN = ("--unit", "nau-nmu", "--op", "mul", "--steps", "2000")
+
+
 def memory_part(args) -> dict:
     report = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -256,6 +263,13 @@ def memory_part(args) -> dict:
             figures = measure_process([*nalu_command(), "benchmark", *arguments, "--out", str(Path(tmp) / key)])
             report[key] = {name: figures[name] for name in
                            ("wall_seconds", "tree_peak_rss_mib", "tree_peak_pss_mib", "largest_process_peak_rss_mib")}
+        config, out = Path(tmp) / "large.yaml", Path(tmp) / "large"
+        config.write_text(f"task: {{input_size: {LARGE_INPUT_SIZE}}}\n")
+        figures = measure_process([*nalu_command(), "train", "--config", str(config), *LARGE_INPUT_RUN, "--out", str(out)])
+        summary = json.loads((out / "summary.json").read_text())
+        report["large_input_train"] = {"wall_seconds": figures["wall_seconds"],
+                                       "peak_rss_mib": figures["largest_process_peak_rss_mib"],
+                                       "train_seconds": summary["train_seconds"]}
     return report
 
 
@@ -326,18 +340,24 @@ def lines(report: dict) -> list[str]:
                          f"{solve['peak_rss_mib']:,} MiB",
                          f"median of {solve['runs']} ({low}-{high} s); solved {solve['solved']}/{solve['runs']}, "
                          f"at step {steps}; polish {solve['polish_seconds_median']} s"))
-        for key, bench in report.get("memory", {}).items():
+        memory = report.get("memory", {})
+        for key, bench in ((key, memory[key]) for key in MEMORY_RUNS if key in memory):
             rows.append((f"  nalu benchmark {' '.join(MEMORY_RUNS[key][1])}", f"{bench['wall_seconds']} s",
                          f"{bench['tree_peak_rss_mib']:,} MiB",
                          f"all processes (PSS {bench['tree_peak_pss_mib']:,} MiB; largest process "
                          f"{bench['largest_process_peak_rss_mib']:,} MiB)"))
+        if "large_input_train" in memory:
+            large = memory["large_input_train"]
+            rows.append((f"  nalu train {' '.join(LARGE_INPUT_RUN)} (input_size {LARGE_INPUT_SIZE:,})",
+                         f"{large['wall_seconds']} s", f"{large['peak_rss_mib']:,} MiB",
+                         f"training {large['train_seconds']} s of it"))
         if "startup" in report:
             rows.append(("  nalu --help", f"{report['startup']['nalu_help_seconds']} s", "", "median of 5"))
         out += ["", "Whole processes:"] + grid(rows, "lrrl")
         if "solve" in report:
             peak = report["solve"]["nalu_train_peak_rss_mib"]
             out.append(f"  nalu train peak RSS {peak:,} MiB: {verdict(peak < TRAIN_LIMIT_MIB, '< 1 GiB')}")
-        for key, bench in report.get("memory", {}).items():
+        for key, bench in ((key, memory[key]) for key in MEMORY_RUNS if key in memory):
             peak = bench["tree_peak_rss_mib"]
             out.append(f"  nalu benchmark ({MEMORY_RUNS[key][0]}) peak RSS, all processes, {peak:,} MiB: "
                        f"{verdict(peak < BENCHMARK_LIMIT_MIB, '< 2 GiB')}")
