@@ -109,6 +109,17 @@ def test_help_does_not_import_tensorflow_and_is_fast():
     assert "train" in completed.stdout and "export" in completed.stdout
 
 
+def test_tensorflow_imports_without_matplotlib_and_plots_still_draw():
+    # Keras imports matplotlib.pyplot with TensorFlow when it is installed (31 MiB of every process);
+    # nalu's import leaves it out, and a --plot afterwards still gets pyplot. Needs the plot extra.
+    code = ("import sys\nfrom nalu_cli._tf import import_tensorflow\nimport_tensorflow()\n"
+            "assert 'matplotlib' not in sys.modules, 'imported'\n"
+            "from nalu_cli.plots import require_matplotlib\nprint(require_matplotlib().__name__)")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "matplotlib.pyplot"
+
+
 def test_python_dash_m_runs_the_cli():
     completed = subprocess.run([sys.executable, "-m", "nalu_cli", "--version"], capture_output=True, text=True)
     assert completed.returncode == 0 and completed.stdout.startswith("nalu ")
