@@ -14,7 +14,6 @@ learnable initial state (initialised to 0), as in stable-nalu's recurrent networ
 
 from __future__ import annotations
 
-
 import keras
 import numpy as np
 from keras import ops
@@ -51,7 +50,8 @@ class RecurrentUnit(ArithmeticUnit):
         dtype = weights[self.state_names[0]].dtype
         # x_t is cast at its step, not the whole sequence at once: a test set of 1,000 sequences of
         # 1,000 steps is 40 MB in float32 and would take 80 MB more in float64 at every evaluation.
-        states = [functional.initial_state(weights[name], ops.cast(x[..., :1, :1], dtype)) for name in self.state_names]
+        first = ops.cast(x[..., :1, :1], dtype)  # the states' shape and dtype
+        states = [functional.initial_state(weights[name], first) for name in self.state_names]
         return functional.recurrence(lambda x_t, s: self.step(ops.cast(x_t, dtype), s, **weights), states, x)
 
     def call(self, inputs, states):
