@@ -75,12 +75,11 @@ def test_sets_drawn_a_block_at_a_time_are_the_numbers_of_one_draw(monkeypatch, b
     # The float64 draws of a large set are made a block of rows at a time (they took 1.9 GB beside a
     # 400 MB set); every set a seed ever drew must stay the same numbers. Blocks of 1 number (a row at
     # a time), 7 (not a whole row: still a row), exactly 3 rows of a recurrent set, and the whole set.
-    intervals = ((-6.0, -2.0), (2.0, 6.0))
+    monkeypatch.setattr(tasks, "DRAW_BLOCK_NUMBERS", block)
+    intervals = ((-6.0, -2.0), (2.0, 6.0))  # 8 wide in all: u in [0, 4) is the first, [4, 8) the second
     for shape in [(50, 40, 5), (200, 7), (0, 3)]:
-        lengths = np.array([4.0, 4.0])
-        u = np.random.default_rng(11).uniform(0.0, lengths.sum(), size=shape)
+        u = np.random.default_rng(11).uniform(0.0, 8.0, size=shape)
         expected = np.where(u >= 4.0, u - 4.0 + 2.0, u - 6.0).astype(np.float32)
-        monkeypatch.setattr(tasks, "DRAW_BLOCK_NUMBERS", block)
         drawn = tasks.uniform_union_numpy(np.random.default_rng(11), intervals, shape, dtype=np.float32)
         assert drawn.dtype == np.float32 and drawn.shape == shape
         np.testing.assert_array_equal(drawn, expected)
