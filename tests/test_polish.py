@@ -162,3 +162,46 @@ def test_the_polish_step_is_a_pure_function_of_the_weights():
             np.testing.assert_array_equal(layer_start[name].numpy()[0], layer_given[name])
     moved = np.abs(first[0]["w"].numpy() - start[0]["w"].numpy()).max()
     assert moved > 0.1  # the shared inputs' weights go from 0.5 to about 0.76 (measured)
+
+
+def recurrent_div_config(**training):
+    training = {"polish_every": 1000, "polish_iterations": 300, "polish_hold": True, "recurrent_step_scale": 0.0,
+                **training}
+    return resolve({"task": {"kind": "recurrent", "op": "div", "validation_size": 1000, "test_size": 100},
+                    "model": {"layers": ["nau", "nainpu"], "learn_initial_state": False}, "training": training})
+
+
+def mixed_ratio(spec, powers=(0.5, -0.4), mix=0.15):
+    """Where Adam leaves recurrent a/b: a NAU cell accumulating mixtures of the inputs (each hidden
+    unit a slice plus `mix` of every input), the recurrence at the identity, powers of 0.3-0.8."""
+    (a0, a1), (b0, b1) = spec.subsets
+    w = np.full((spec.input_size + 2, 2), mix, np.float32)
+    w[a0:a1, 0] += 0.7
+    w[b0:b1, 1] += 0.7
+    w[spec.input_size:] = np.eye(2)
+    return [{"w": w, "initial_state": np.zeros(2, np.float32)},
+            {"w_real": np.array([[powers[0]], [powers[1]]], np.float32)}]
+
+
+def test_a_held_polish_refits_the_cell_under_powers_at_their_sign_and_reaches_a_over_b():
+    """Recurrent a/b: the powers held at +-1 by their sign and the cell refitted reach a/b itself,
+    which extrapolates to T = 1,000; the recurrence the trainer holds stays the identity."""
+    trainer = trainer_at(recurrent_div_config(), [0], mixed_ratio)
+    arch = trainer.architectures[0]
+    polished, snapped = arch.evaluate(arch.polish(arch.state.params), polished=True)
+    cell, output = polished.params
+    np.testing.assert_array_equal(output["w_real"][0, :, 0], [1.0, -1.0])
+    np.testing.assert_array_equal(cell["w"][0, 10:], np.eye(2))
+    np.testing.assert_array_equal(cell["initial_state"][0], [0.0, 0.0])
+    # Near a/b (its slices' weights at 0.8-0.9, the rest under 0.1), close enough to pass, and exact snapped.
+    assert polished.extrapolation[0] < trainer.thresholds[0] < scored(trainer).extrapolation[0]
+    assert snapped.interpolation[0] < 1e-12
+
+
+def test_polishing_every_weight_from_there_fits_t_10_and_fails_t_1000():
+    """The same start polished without holding: a closer fit at T = 10 that does not extrapolate."""
+    trainer = trainer_at(recurrent_div_config(polish_hold=False), [0], mixed_ratio)
+    before, polished = scored(trainer), scored(trainer, polish=True)
+    assert polished.interpolation[0] < before.interpolation[0]
+    assert polished.extrapolation[0] > trainer.thresholds[0]
+    np.testing.assert_array_equal(polished.params[0]["w"][0, 10:], np.eye(2))  # held either way

@@ -16,7 +16,7 @@ from nalu_cli.training import optimizer
 from nalu_cli.training.evaluate import can_snap, make_evaluator
 from nalu_cli.training.polish import make_polish
 from nalu_cli.training.replicas import Member
-from nalu_cli.training.step import ChunkRunner, TrainState, make_chunk
+from nalu_cli.training.step import ChunkRunner, TrainState, make_chunk, recurrent_row_scales
 
 
 class Architecture:
@@ -41,7 +41,9 @@ class Architecture:
         self.evaluate = make_evaluator(self.forward, self.layers, specs, self.snap_selection, shared=shared_sets)
         self.polish = None  # params -> params, when this member polishes
         if training.polish_every:
-            self.polish = make_polish(self.forward, self.layers, params, specs, training.polish_iterations)
+            self.polish = make_polish(self.forward, self.layers, params, specs, training.polish_iterations,
+                                      hold=training.polish_hold,
+                                      row_scales=recurrent_row_scales(self.layers, training, replicas))
 
     def forward(self, params, x):
         return forward(self.model, params, x)

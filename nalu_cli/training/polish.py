@@ -9,6 +9,11 @@ flattened per replica ([R, P], P is a few hundred), one trial step per iteration
 clipped like a training step; lambda shrinks 3x after an accepted step and grows 4x
 after a rejected one (Marquardt's rule), per replica. The regulariser is left out:
 this is a fit of the data, and `snap` still rounds afterwards.
+
+Held weights: the polish never moves what training never moves (a cell's h_{t-1} rows at
+recurrent_step_scale 0), and with training.polish_hold it first puts each unit's structure
+where the unit's `structure` says (NaiNPU: every power at +-1 by its sign) and holds it
+there, refitting the rest. A held weight's Jacobian column is zeroed, so its step is 0.
 """
 
 from __future__ import annotations
@@ -23,17 +28,25 @@ from nalu_cli import tasks
 SAMPLES = 256
 
 
-def make_polish(forward, layers, like: list, specs: list, iterations: int):
+def make_polish(forward, layers, like: list, specs: list, iterations: int, hold: bool = False,
+                row_scales: list | None = None):
     """polish(params) -> params: `iterations` LM iterations for every replica at once (pure).
 
     `forward(params, x)` is the model's pure forward pass, `like` params of the right
     structure and shapes ([R, ...] per weight), `specs` the replicas' tasks, whose polish
-    sets (tasks.polish_set: training data, not the validation set) are fitted.
+    sets (tasks.polish_set: training data, not the validation set) are fitted. `hold`: hold
+    each unit's structure (training.polish_hold); `row_scales`: per layer, {weight name: the
+    factor on its rows after the layer's `split_rows`} (training/step.py), rows at 0 held.
     """
     replicas = len(specs)
     names = [(index, name) for index, layer in enumerate(like) for name in layer]
     shapes = [like[index][name].shape[1:] for index, name in names]
     sizes = [int(np.prod(shape)) for shape in shapes]
+    structure = [set(layer.structure(**p)) if hold else set() for layer, p in zip(layers, like)]
+    movable = tf.constant(np.concatenate([
+        _movable(shape, name in structure[index], (row_scales or [{}] * len(like))[index].get(name),
+                 getattr(layers[index], "split_rows", None))
+        for (index, name), shape in zip(names, shapes)]), tf.float64)  # [P]: 0 where held
     pairs = [tasks.polish_set(spec, SAMPLES) for spec in specs]
     x = tf.constant(np.stack([x for x, _ in pairs]), tf.float64)  # [R, N, in]
     y = tf.constant(np.stack([y[:, 0] for _, y in pairs]), tf.float64)  # [R, N]
@@ -60,7 +73,7 @@ def make_polish(forward, layers, like: list, specs: list, iterations: int):
         with tf.GradientTape() as tape:
             tape.watch(copies)
             out = tf.reshape(forward(unflatten(copies), x[:, :, None, :]), [replicas, SAMPLES])
-        return out - y, tape.gradient(out, copies)
+        return out - y, tape.gradient(out, copies) * movable
 
     def mse(theta):
         loss = tf.reduce_mean(tf.square(residuals(theta)), axis=1)
@@ -68,7 +81,10 @@ def make_polish(forward, layers, like: list, specs: list, iterations: int):
 
     @tf.function(autograph=False)
     def polish(params):
-        theta = flatten(tf.nest.map_structure(lambda t: tf.cast(t, tf.float64), params))
+        start = tf.nest.map_structure(lambda t: tf.cast(t, tf.float64), params)
+        if hold:
+            start = [{**p, **layer.structure(**p)} for layer, p in zip(layers, start)]
+        theta = flatten(start)
 
         def body(i, theta, damping, loss):
             r, jacobian = residuals_and_jacobian(theta)
@@ -92,3 +108,12 @@ def make_polish(forward, layers, like: list, specs: list, iterations: int):
         return tf.nest.map_structure(lambda t, old: tf.cast(t, old.dtype), unflatten(theta), params)
 
     return polish
+
+
+def _movable(shape, held: bool, row_scale: float | None, split_rows: int | None) -> np.ndarray:
+    """One weight's flattened mask: 1 where the polish may move it, 0 where it is held (the whole
+    weight when `held`; its rows from `split_rows` on when their training step is scaled by 0)."""
+    mask = np.zeros(shape) if held else np.ones(shape)
+    if row_scale == 0 and split_rows is not None:
+        mask[split_rows:] = 0.0
+    return mask.ravel()

@@ -140,6 +140,14 @@ class ArithmeticUnit(keras.layers.Layer):
         """For two-path units, the weight of `paths()[0]` per output, [..., batch, out]; None otherwise."""
         return None
 
+    def structure(self, **params) -> dict:
+        """The weights that give this unit its form, moved onto the form nearest them: {name: value}.
+
+        The polish step with `training.polish_hold` holds these where this puts them and refits
+        every other weight (training/polish.py). Empty (the default): nothing to hold.
+        """
+        return {}
+
     def snap(self, **params) -> dict:
         """Parameters moved to the exact solution nearest them: discrete weights exactly at
         their values, in the unit's float32 arithmetic.

@@ -143,6 +143,9 @@ class ArithmeticCell(RecurrentUnit):
         """The unit's paths over [x_t, h_{t-1}] (the last `units` rows read the previous state)."""
         return self.unit.paths(**unit_params)
 
+    def structure(self, initial_state=None, **unit_params):
+        return self.unit.structure(**unit_params)
+
     def snap(self, initial_state, **unit_params):
         return {**self.unit.snap(**unit_params), "initial_state": ops.round(initial_state)}
 
