@@ -10,6 +10,7 @@ static     NAU -> gated    a+b, a-b, a*b, a^2, sqrt(a)
            NAU -> NaiNPU   a/b (with the polish step): the gated unit's affine trap
 recurrent  NAU -> gated    a+b, a-b, a^2, sqrt(a), a*b on some seeds
            NAU -> NMU      a*b, a^2; its cell's recurrence held at the identity it starts from
+           NAU -> NaiNPU   a/b: the recurrence held too, and a polish that holds the powers at +-1
 
 A named unit (`--unit nau`, `model.layers`) is one architecture. No TensorFlow here.
 """
@@ -25,6 +26,8 @@ from nalu_cli.config import Config, ModelConfig, TrainingConfig
 # every a/b seed of the 20-seed tables was solved there, and a later polish solved one seed of
 # the other ops' 100 (a*b seed 9, at step 20,000) for 20 s a call (README, "The default model").
 POLISH_EVERY, POLISH_ITERATIONS, POLISH_LIMIT = 10_000, 1_000, 1
+# The recurrent division member polishes at steps 5,000 and 10,000 (README, "The recurrent task").
+RECURRENT_POLISH_EVERY, RECURRENT_POLISH_LIMIT = 5_000, 2
 DEFAULT_MODEL = {
     "static": ((("nau", "gated"), {}),
                (("nau", "nainpu"), {"polish_every": POLISH_EVERY, "polish_iterations": POLISH_ITERATIONS,
@@ -33,7 +36,12 @@ DEFAULT_MODEL = {
     # accumulator from the start. Learned, the recurrence let both hidden units settle on the same
     # mixture u of the two sums (y = u^2, close to a*b where the sums concentrate): restart 0 of
     # seeds 0-19 solved a*b on 3 of 20 seeds learning it, 19 of 20 holding it (README, "The recurrent task").
-    "recurrent": ((("nau", "gated"), {}), (("nau", "nmu"), {"recurrent_step_scale": 0.0})),
+    "recurrent": ((("nau", "gated"), {}), (("nau", "nmu"), {"recurrent_step_scale": 0.0}),
+                  # Its polish holds each power at +-1 by its sign and refits the cell (NaiNPU.structure):
+                  # free, the powers settle at 0.3-0.8 on mixtures that fit T = 10 and not T = 1,000.
+                  (("nau", "nainpu"), {"recurrent_step_scale": 0.0, "polish_every": RECURRENT_POLISH_EVERY,
+                                       "polish_iterations": POLISH_ITERATIONS, "polish_limit": RECURRENT_POLISH_LIMIT,
+                                       "polish_hold": True})),
 }
 
 

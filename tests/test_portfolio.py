@@ -16,7 +16,7 @@ def test_the_default_model_trains_the_same_architectures_whatever_the_op(kind):
     names = {op: [model.name for model, _ in portfolio.architectures(resolve({"task": {"op": op, "kind": kind}}))]
              for op in OPS}
     assert len({tuple(n) for n in names.values()}) == 1  # not told the op
-    assert names["mul"] == (["nau-gated", "nau-nainpu"] if kind == "static" else ["nau-gated", "nau-nmu"])
+    assert names["mul"] == (["nau-gated", "nau-nainpu"] if kind == "static" else ["nau-gated", "nau-nmu", "nau-nainpu"])
 
 
 def test_every_replica_of_a_portfolio_has_its_own_start_and_data_and_each_seed_one_group():
@@ -40,26 +40,39 @@ def test_only_the_division_member_polishes_on_a_multiple_of_eval_every():
     assert nainpu.layers == ["nau", "nainpu"] and nainpu.restarts == gated.restarts == 6
 
 
-def test_the_recurrent_nmu_member_holds_its_cells_recurrence_at_the_identity():
-    """The NAU -> NMU member's h_{t-1} rows stay the identity they start at (an exact accumulator)
-    while the gated member learns its recurrence, and each member still learns its x_t rows."""
+def test_the_recurrent_nmu_and_nainpu_members_hold_their_cells_recurrence_at_the_identity():
+    """The NAU -> NMU and NAU -> NaiNPU members' h_{t-1} rows stay the identity they start at (an
+    exact accumulator) while the gated member learns its recurrence, and each member still learns
+    its x_t rows."""
     from nalu_cli.training import ReplicaTrainer
 
     config = resolve({"task": {"kind": "recurrent", "op": "mul", "validation_size": 100, "test_size": 20,
                                "extrapolation_length": 20},
                       "model": {"restarts": 1}, "training": {"eval_every": 100, "polish_every": 0}})
-    (gated, gated_training), (nmu, nmu_training) = portfolio.architectures(config)
+    (gated, gated_training), (nmu, nmu_training), (nainpu, nainpu_training) = portfolio.architectures(config)
     assert nmu.layers == ["nau", "nmu"] and nmu_training.recurrent_step_scale == 0.0
+    assert nainpu.layers == ["nau", "nainpu"] and nainpu_training.recurrent_step_scale == 0.0
     assert gated_training.recurrent_step_scale is None  # 1/T under split-adam: learned
     built, (group,) = members(config, [0])
     trainer = ReplicaTrainer.of(built)
-    gated_before, nmu_before = (trainer.replica_params(r)[0]["w"] for r in group)  # numpy copies
+    before = [trainer.replica_params(r)[0]["w"] for r in group]  # numpy copies
     trainer.fit(200, 100, False, groups=[group])
-    gated_after, nmu_after = (trainer.replica_params(r)[0]["w"] for r in group)
+    after = [trainer.replica_params(r)[0]["w"] for r in group]
     inputs = config.task.input_size
-    np.testing.assert_array_equal(nmu_after[inputs:], np.eye(2))
-    assert not np.array_equal(gated_after[inputs:], gated_before[inputs:])
-    assert not np.array_equal(nmu_after[:inputs], nmu_before[:inputs])
+    assert not np.array_equal(after[0][inputs:], before[0][inputs:])
+    for held_before, held_after in zip(before[1:], after[1:]):
+        np.testing.assert_array_equal(held_after[inputs:], np.eye(2))
+        assert not np.array_equal(held_after[:inputs], held_before[:inputs])
+
+
+def test_the_recurrent_division_member_alone_polishes_holding_its_powers():
+    config = resolve({"task": {"kind": "recurrent"}, "training": {"eval_every": 2000}})
+    (_, gated_training), (_, nmu_training), (_, nainpu_training) = portfolio.architectures(config)
+    assert nainpu_training.polish_hold and not (gated_training.polish_hold or nmu_training.polish_hold)
+    assert (nainpu_training.polish_every, nainpu_training.polish_limit) == (6000, portfolio.RECURRENT_POLISH_LIMIT)
+    assert nainpu_training.polish_iterations == portfolio.POLISH_ITERATIONS
+    # the others keep the recurrent task's polish: at every evaluation, 30 iterations
+    assert (nmu_training.polish_every, nmu_training.polish_iterations) == (2000, 30)
 
 
 def test_a_named_unit_is_one_architecture():

@@ -299,14 +299,14 @@ def test_a_run_whose_members_this_nalu_would_train_otherwise_is_refused(tmp_path
     config = resolve(recurrent)
     checkpoint = {"config": config.to_dict(), "step": 1000, "nalu_version": "0.10.0", "members": member_settings(config)}
     check_resumable(config, checkpoint, tmp_path)
-    (gated, _), (nmu, _) = portfolio.DEFAULT_MODEL["recurrent"]
-    changed = {**portfolio.DEFAULT_MODEL, "recurrent": ((gated, {}), (nmu, {"recurrent_step_scale": 0.5}))}
+    (gated, _), (nmu, _), nainpu = portfolio.DEFAULT_MODEL["recurrent"]
+    changed = {**portfolio.DEFAULT_MODEL, "recurrent": ((gated, {}), (nmu, {"recurrent_step_scale": 0.5}), nainpu)}
     monkeypatch.setattr(portfolio, "DEFAULT_MODEL", changed)
     with pytest.raises(NaluError, match=r"member 2 trained with training.recurrent_step_scale 0.0; nalu .*'s "
                                         r"\(nau -> nmu\) with 0.5: resume it with that nalu, or start a new run"):
         check_resumable(config, checkpoint, tmp_path)
     monkeypatch.setattr(portfolio, "DEFAULT_MODEL", {**changed, "recurrent": changed["recurrent"][:1]})
-    with pytest.raises(NaluError, match="with 2 architectures; nalu .*'s model has 1 \\(nau -> gated\\)"):
+    with pytest.raises(NaluError, match="with 3 architectures; nalu .*'s model has 1 \\(nau -> gated\\)"):
         check_resumable(config, checkpoint, tmp_path)
 
 
