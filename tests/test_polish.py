@@ -193,9 +193,14 @@ def test_a_held_polish_refits_the_cell_under_powers_at_their_sign_and_reaches_a_
     np.testing.assert_array_equal(output["w_real"][0, :, 0], [1.0, -1.0])
     np.testing.assert_array_equal(cell["w"][0, 10:], np.eye(2))
     np.testing.assert_array_equal(cell["initial_state"][0], [0.0, 0.0])
-    # Near a/b (its slices' weights at 0.8-0.9, the rest under 0.1), close enough to pass, and exact snapped.
+    # Near a/b, close enough to pass, and exact snapped: the cell's slice weights near 1, not a
+    # common factor of them that the ratio cannot see (unit_scaled starts them at a largest of 1).
     assert polished.extrapolation[0] < trainer.thresholds[0] < scored(trainer).extrapolation[0]
     assert snapped.interpolation[0] < 1e-12
+    (a0, a1), (b0, b1) = trainer.replicas[0].spec.subsets
+    np.testing.assert_allclose(cell["w"][0, a0:a1 - 1, 0], 1.0, atol=0.01)
+    np.testing.assert_allclose(cell["w"][0, b0 + 1:b1, 1], 1.0, atol=0.01)
+    np.testing.assert_array_equal(snapped.params[0]["w"][0, :10, 0], (np.arange(10) >= a0) & (np.arange(10) < a1))
 
 
 def test_polishing_every_weight_from_there_fits_t_10_and_fails_t_1000():
@@ -205,3 +210,17 @@ def test_polishing_every_weight_from_there_fits_t_10_and_fails_t_1000():
     assert polished.interpolation[0] < before.interpolation[0]
     assert polished.extrapolation[0] > trainer.thresholds[0]
     np.testing.assert_array_equal(polished.params[0]["w"][0, 10:], np.eye(2))  # held either way
+
+
+def test_unit_scaled_puts_each_sum_outputs_largest_input_weight_at_one():
+    from nalu_cli.units.nau import NAU
+    from nalu_cli.units.recurrent import ArithmeticCell
+
+    w = np.array([[0.4, -0.1], [-0.2, 0.05], [0.3, 0.0]], np.float32)
+    np.testing.assert_allclose(NAU(2).unit_scaled(w=w)["w"], [[1.0, -1.0], [-0.5, 0.5], [0.75, 0.0]])
+    cell = ArithmeticCell("nau", 2)
+    cell.build((None, 3))
+    rows = np.concatenate([w, np.eye(2, dtype=np.float32)])  # [x_t rows; h_{t-1} rows]
+    scaled = cell.unit_scaled(w=rows, initial_state=np.zeros(2, np.float32))["w"]
+    np.testing.assert_allclose(scaled[:3], [[1.0, -1.0], [-0.5, 0.5], [0.75, 0.0]])
+    np.testing.assert_array_equal(scaled[3:], np.eye(2))  # the recurrence as it was

@@ -13,7 +13,8 @@ this is a fit of the data, and `snap` still rounds afterwards.
 Held weights: the polish never moves what training never moves (a cell's h_{t-1} rows at
 recurrent_step_scale 0), and with training.polish_hold it first puts each unit's structure
 where the unit's `structure` says (NaiNPU: every power at +-1 by its sign) and holds it
-there, refitting the rest. A held weight's Jacobian column is zeroed, so its step is 0.
+there, refitting the rest, from the layer before scaled so its outputs' largest weights are
++-1 (`unit_scaled`). A held weight's Jacobian column is zeroed, so its step is 0.
 """
 
 from __future__ import annotations
@@ -82,8 +83,10 @@ def make_polish(forward, layers, like: list, specs: list, iterations: int, hold:
     @tf.function(autograph=False)
     def polish(params):
         start = tf.nest.map_structure(lambda t: tf.cast(t, tf.float64), params)
-        if hold:
+        if hold:  # each held unit's structure; the layer feeding it with its outputs' weights at +-1
             start = [{**p, **layer.structure(**p)} for layer, p in zip(layers, start)]
+            start = [layer.unit_scaled(**p) if following else p
+                     for layer, p, following in zip(layers, start, [*structure[1:], set()])]
         theta = flatten(start)
 
         def body(i, theta, damping, loss):

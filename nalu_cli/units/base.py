@@ -148,6 +148,16 @@ class ArithmeticUnit(keras.layers.Layer):
         """
         return {}
 
+    def unit_scaled(self, rows: int | None = None, **params) -> dict:
+        """The weights with every output's largest weight (over the first `rows` input rows, all
+        when None) at +-1, for a unit whose outputs are sums of its inputs; others unchanged.
+
+        A product of powers of such outputs is blind to a scale per output that its powers cancel
+        (a ratio's common factor), and the exact weights are at +-1: the held polish starts a layer
+        that feeds a held one here (training/polish.py), so that snapping finds the exact weights.
+        """
+        return params
+
     def snap(self, **params) -> dict:
         """Parameters moved to the exact solution nearest them: discrete weights exactly at
         their values, in the unit's float32 arithmetic.

@@ -49,6 +49,11 @@ class NAU(ArithmeticUnit):
     def paths(self, w, **_):
         return [("sum", w)]
 
+    def unit_scaled(self, rows=None, w=None, **params):
+        largest = ops.max(ops.abs(w[..., :rows, :]), axis=-2, keepdims=True)
+        scaled = w[..., :rows, :] / ops.where(largest > 0, largest, ops.ones_like(largest))
+        return {**params, "w": ops.concatenate([scaled, w[..., scaled.shape[-2]:, :]], axis=-2)}
+
     def snap(self, w, **params):
         """W rounded to {-1, 0, 1}."""
         return {**params, "w": ops.clip(ops.round(w), -1.0, 1.0)}

@@ -146,6 +146,10 @@ class ArithmeticCell(RecurrentUnit):
     def structure(self, initial_state=None, **unit_params):
         return self.unit.structure(**unit_params)
 
+    def unit_scaled(self, rows=None, initial_state=None, **unit_params):
+        """The unit's x_t rows scaled (its h_{t-1} rows left as they are)."""
+        return {**self.unit.unit_scaled(rows=self.split_rows, **unit_params), "initial_state": initial_state}
+
     def snap(self, initial_state, **unit_params):
         return {**self.unit.snap(**unit_params), "initial_state": ops.round(initial_state)}
 
