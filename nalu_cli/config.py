@@ -175,9 +175,8 @@ class TrainingConfig:
     # At most this many polish steps in a run (the first ones: steps polish_every, 2 polish_every, ...);
     # null: no limit.
     polish_limit: int | None = None
-    # The polish step holds each unit's structure (NaiNPU: every power at +-1 by its sign) and
-    # refits the other weights. Either way it holds what training holds (a cell's recurrence at
-    # recurrent_step_scale 0).
+    # The polish step holds each unit's structure (NaiNPU: every power at +-1 by its sign), and a
+    # recurrence training holds (recurrent_step_scale 0), and refits the other weights.
     polish_hold: bool = False
     # Recurrent task: a factor on the step of a cell's h_{t-1} rows (the recurrence). null: 1/task.length
     # under split-adam, 1 under adam (see training/optimizer.py, recurrent_step_scale).

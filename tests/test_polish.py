@@ -204,12 +204,13 @@ def test_a_held_polish_refits_the_cell_under_powers_at_their_sign_and_reaches_a_
 
 
 def test_polishing_every_weight_from_there_fits_t_10_and_fails_t_1000():
-    """The same start polished without holding: a closer fit at T = 10 that does not extrapolate."""
+    """The same start polished without holding: a closer fit at T = 10 that does not extrapolate,
+    the recurrence fitted too (only the held polish holds it)."""
     trainer = trainer_at(recurrent_div_config(polish_hold=False), [0], mixed_ratio)
     before, polished = scored(trainer), scored(trainer, polish=True)
     assert polished.interpolation[0] < before.interpolation[0]
     assert polished.extrapolation[0] > trainer.thresholds[0]
-    np.testing.assert_array_equal(polished.params[0]["w"][0, 10:], np.eye(2))  # held either way
+    assert not np.array_equal(polished.params[0]["w"][0, 10:], np.eye(2))
 
 
 def test_unit_scaled_puts_each_sum_outputs_largest_input_weight_at_one():

@@ -10,11 +10,15 @@ clipped like a training step; lambda shrinks 3x after an accepted step and grows
 after a rejected one (Marquardt's rule), per replica. The regulariser is left out:
 this is a fit of the data, and `snap` still rounds afterwards.
 
-Held weights: the polish never moves what training never moves (a cell's h_{t-1} rows at
-recurrent_step_scale 0), and with training.polish_hold it first puts each unit's structure
-where the unit's `structure` says (NaiNPU: every power at +-1 by its sign) and holds it
-there, refitting the rest, from the layer before scaled so its outputs' largest weights are
-+-1 (`unit_scaled`). A held weight's Jacobian column is zeroed, so its step is 0.
+Held weights (training.polish_hold): the polish first puts each unit's structure where the
+unit's `structure` says (NaiNPU: every power at +-1 by its sign) and the layer before with its
+outputs' largest weights at +-1 (`unit_scaled`), then holds that structure, and what training
+never moves (a cell's h_{t-1} rows at recurrent_step_scale 0), refitting the rest. A held
+weight's Jacobian column is zeroed, so its step is 0. Without polish_hold every weight is
+fitted, the recurrence too: holding it in the recurrent NMU member's polish let that member's
+plateau models (y = u^2 for one mixture u, interpolation MSE 2-22) pass the criterion at
+T = 1,000 and stop training at step 1,000 on 3 of a*b's seeds 0-9, where fitting it keeps
+them failing until the exact model is found (README, "The recurrent task").
 """
 
 from __future__ import annotations
@@ -36,17 +40,17 @@ def make_polish(forward, layers, like: list, specs: list, iterations: int, hold:
     `forward(params, x)` is the model's pure forward pass, `like` params of the right
     structure and shapes ([R, ...] per weight), `specs` the replicas' tasks, whose polish
     sets (tasks.polish_set: training data, not the validation set) are fitted. `hold`: hold
-    each unit's structure (training.polish_hold); `row_scales`: per layer, {weight name: the
-    factor on its rows after the layer's `split_rows`} (training/step.py), rows at 0 held.
+    each unit's structure (training.polish_hold) and the rows whose `row_scales` (per layer,
+    {weight name: the factor on its rows after the layer's `split_rows`}, training/step.py) are 0.
     """
     replicas = len(specs)
     names = [(index, name) for index, layer in enumerate(like) for name in layer]
     shapes = [like[index][name].shape[1:] for index, name in names]
     sizes = [int(np.prod(shape)) for shape in shapes]
     structure = [set(layer.structure(**p)) if hold else set() for layer, p in zip(layers, like)]
+    row_scales = row_scales if hold and row_scales else [{}] * len(like)
     movable = tf.constant(np.concatenate([
-        _movable(shape, name in structure[index], (row_scales or [{}] * len(like))[index].get(name),
-                 getattr(layers[index], "split_rows", None))
+        _movable(shape, name in structure[index], row_scales[index].get(name), getattr(layers[index], "split_rows", None))
         for (index, name), shape in zip(names, shapes)]), tf.float64)  # [P]: 0 where held
     pairs = [tasks.polish_set(spec, SAMPLES) for spec in specs]
     x = tf.constant(np.stack([x for x, _ in pairs]), tf.float64)  # [R, N, in]
