@@ -310,6 +310,29 @@ def test_a_run_whose_members_this_nalu_would_train_otherwise_is_refused(tmp_path
         check_resumable(config, checkpoint, tmp_path)
 
 
+def test_a_setting_added_since_a_checkpoint_resumes_at_its_default_and_is_refused_otherwise(tmp_path):
+    """A checkpoint of nalu 0.10 records no training.polish_hold (0.11.0's): a named unit, which
+    trains as it did, resumes; the static default model, whose NaiNPU member now polishes otherwise,
+    is refused, naming the first setting that changed."""
+    from nalu_cli.training.run import check_resumable, member_settings
+
+    for settings, refused in (({"model": {"layers": ["nau", "nmu"]}}, None),
+                              ({}, r"member 2 trained with training.polish_every 10000; nalu .*'s "
+                                   r"\(nau -> nainpu\) with 5000")):
+        config = resolve(settings)
+        members = member_settings(config)
+        for member in members:
+            del member["training"]["polish_hold"]
+        if not settings:  # 0.10's NaiNPU member: one free polish of 1,000 iterations at step 10,000
+            members[1]["training"].update(polish_every=10_000, polish_iterations=1_000, polish_limit=1)
+        checkpoint = {"config": config.to_dict(), "step": 1000, "nalu_version": "0.10.2", "members": members}
+        if refused is None:
+            check_resumable(config, checkpoint, tmp_path)
+        else:
+            with pytest.raises(NaluError, match=refused):
+                check_resumable(config, checkpoint, tmp_path)
+
+
 def test_a_run_killed_mid_write_resumes_to_the_uninterrupted_run_and_leaves_nothing_of_the_dead_writer(
         tmp_path, monkeypatch):
     """Two points where a kill leaves a write half done: a checkpoint exchanged with its new version,

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from nalu_cli import __version__, magnitudes, portfolio
 from nalu_cli._tf import cores, use_threads
-from nalu_cli.config import Config, resolve
+from nalu_cli.config import Config, ModelConfig, TrainingConfig, resolve
 from nalu_cli.config_files import dump_yaml
 from nalu_cli.errors import NaluError, WriteError, as_write_error
 from nalu_cli.export import make_meta, write_model
@@ -207,12 +207,21 @@ def _check_members(recorded: list, current: list, out: Path, written) -> None:
         raise NaluError(f"{out} was trained by nalu {written} with {len(recorded)} architectures; nalu {__version__}'s "
                         f"model has {len(current)} ({', '.join(names)}): resume it with that nalu, or start a new run")
     for index, (then_member, now_member) in enumerate(zip(recorded, current)):
-        changed = _first_difference(then_member, now_member)
+        changed = _first_difference(_with_keys_added_since(then_member, now_member), now_member)
         if changed:
             key, then, now = changed
             raise NaluError(f"{out} was trained by nalu {written}, whose model's member {index + 1} trained with "
                             f"{key} {then}; nalu {__version__}'s ({names[index]}) with {now}: resume it with that "
                             "nalu, or start a new run")
+
+
+def _with_keys_added_since(then: dict, now: dict) -> dict:
+    """A recorded member with each setting it lacks and `now` has at that setting's default: a
+    key added since (training.polish_hold, 0.11.0) left at its default is no change to a run."""
+    defaults = {"model": dataclasses.asdict(ModelConfig()), "training": dataclasses.asdict(TrainingConfig())}
+    return {section: {**{key: defaults[section][key] for key in now.get(section, {})
+                         if key not in values and key in defaults.get(section, {})}, **values}
+            for section, values in then.items()}
 
 
 def _first_difference(then: dict, now: dict, ignore: tuple = ()) -> tuple[str, str, str] | None:

@@ -56,7 +56,7 @@ class NaiNPU(ArithmeticUnit):
 
         Where the hidden sums concentrate (the recurrent task's a and b at T = 10 spread by about
         6% of their mean), powers of 0.3-0.8 with mixtures of the inputs fit a/b to an MSE of
-        1e-5-1e-7 and extrapolate to a longer sequence as a power of its length; polishing every
+        5e-8-2e-3 and extrapolate to a longer sequence as a power of its length; polishing every
         weight stays there. Held at +-1, refitting the first layer reaches a/b itself (README,
         "The recurrent task").
         """
