@@ -56,6 +56,16 @@ def test_polish_carries_a_near_solution_of_a_over_b_to_the_exact_one():
     assert polished.extrapolation[0] < trainer.thresholds[0]
 
 
+def test_a_held_polish_carries_it_there_with_the_powers_at_one():
+    """The static default model's polish (training.polish_hold): the powers at +-1 by their sign,
+    the first layer refitted from its largest weights at 1, in the same 300 iterations."""
+    trainer = trainer_at(div_config(polish_hold=True), [0], lambda spec: right_structure(spec, power=0.4))
+    polished = scored(trainer, polish=True)
+    np.testing.assert_array_equal(polished.params[1]["w_real"][0, :, 0], [1.0, -1.0])
+    assert polished.interpolation[0] < 1e-12
+    assert polished.extrapolation[0] < trainer.thresholds[0]
+
+
 def test_polish_leaves_the_training_state_alone():
     trainer = trainer_at(div_config(), [0])
     state = trainer.architectures[0].state
