@@ -41,9 +41,10 @@ class Architecture:
         self.evaluate = make_evaluator(self.forward, self.layers, specs, self.snap_selection, shared=shared_sets)
         self.polish = None  # params -> params, when this member polishes
         if training.polish_every:
+            # The held polish also holds what training holds (a recurrence at recurrent_step_scale 0).
+            held_rows = recurrent_row_scales(self.layers, training, replicas) if training.polish_hold else None
             self.polish = make_polish(self.forward, self.layers, params, specs, training.polish_iterations,
-                                      hold=training.polish_hold,
-                                      row_scales=recurrent_row_scales(self.layers, training, replicas))
+                                      hold=training.polish_hold, row_scales=held_rows)
 
     def forward(self, params, x):
         return forward(self.model, params, x)

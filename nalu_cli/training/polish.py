@@ -40,15 +40,15 @@ def make_polish(forward, layers, like: list, specs: list, iterations: int, hold:
     `forward(params, x)` is the model's pure forward pass, `like` params of the right
     structure and shapes ([R, ...] per weight), `specs` the replicas' tasks, whose polish
     sets (tasks.polish_set: training data, not the validation set) are fitted. `hold`: hold
-    each unit's structure (training.polish_hold) and the rows whose `row_scales` (per layer,
-    {weight name: the factor on its rows after the layer's `split_rows`}, training/step.py) are 0.
+    each unit's structure (training.polish_hold). `row_scales` (per layer, {weight name: the
+    factor on its rows after the layer's `split_rows`}, training/step.py): rows at 0 are held.
     """
     replicas = len(specs)
     names = [(index, name) for index, layer in enumerate(like) for name in layer]
     shapes = [like[index][name].shape[1:] for index, name in names]
     sizes = [int(np.prod(shape)) for shape in shapes]
     structure = [set(layer.structure(**p)) if hold else set() for layer, p in zip(layers, like)]
-    row_scales = row_scales if hold and row_scales else [{}] * len(like)
+    row_scales = row_scales or [{}] * len(like)
     movable = tf.constant(np.concatenate([
         _movable(shape, name in structure[index], row_scales[index].get(name), getattr(layers[index], "split_rows", None))
         for (index, name), shape in zip(names, shapes)]), tf.float64)  # [P]: 0 where held

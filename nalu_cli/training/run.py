@@ -219,9 +219,12 @@ def _with_keys_added_since(then: dict, now: dict) -> dict:
     """A recorded member with each setting it lacks and `now` has at that setting's default: a
     key added since (training.polish_hold, 0.11.0) left at its default is no change to a run."""
     defaults = {"model": dataclasses.asdict(ModelConfig()), "training": dataclasses.asdict(TrainingConfig())}
-    return {section: {**{key: defaults[section][key] for key in now.get(section, {})
-                         if key not in values and key in defaults.get(section, {})}, **values}
-            for section, values in then.items()}
+    filled = {}
+    for section, values in then.items():
+        known = defaults.get(section, {})
+        added = {key: known[key] for key in now.get(section, {}) if key not in values and key in known}
+        filled[section] = {**added, **values}
+    return filled
 
 
 def _first_difference(then: dict, now: dict, ignore: tuple = ()) -> tuple[str, str, str] | None:

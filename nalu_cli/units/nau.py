@@ -49,7 +49,7 @@ class NAU(ArithmeticUnit):
     def paths(self, w, **_):
         return [("sum", w)]
 
-    def unit_scaled(self, rows=None, w=None, **params):
+    def unit_scaled(self, w, rows=None, **params):
         largest = ops.max(ops.abs(w[..., :rows, :]), axis=-2, keepdims=True)
         scaled = w[..., :rows, :] / ops.where(largest > 0, largest, ops.ones_like(largest))
         return {**params, "w": ops.concatenate([scaled, w[..., scaled.shape[-2]:, :]], axis=-2)}
