@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from nalu_cli import portfolio
 from nalu_cli.config import resolve
 from nalu_cli.errors import NaluError
 from nalu_cli.training import Replica, ReplicaTrainer
@@ -58,8 +59,9 @@ def test_polish_carries_a_near_solution_of_a_over_b_to_the_exact_one():
 
 def test_a_held_polish_carries_it_there_with_the_powers_at_one():
     """The static default model's polish (training.polish_hold): the powers at +-1 by their sign,
-    the first layer refitted from its largest weights at 1, in the same 300 iterations."""
-    trainer = trainer_at(div_config(polish_hold=True), [0], lambda spec: right_structure(spec, power=0.4))
+    the first layer refitted from its largest weights at 1, in the default model's 50 iterations."""
+    held = div_config(polish_hold=True, polish_iterations=portfolio.POLISH_ITERATIONS["static"])
+    trainer = trainer_at(held, [0], lambda spec: right_structure(spec, power=0.4))
     polished = scored(trainer, polish=True)
     np.testing.assert_array_equal(polished.params[1]["w_real"][0, :, 0], [1.0, -1.0])
     assert polished.interpolation[0] < 1e-12
@@ -175,8 +177,8 @@ def test_the_polish_step_is_a_pure_function_of_the_weights():
 
 
 def recurrent_div_config(**training):
-    training = {"polish_every": 1000, "polish_iterations": 300, "polish_hold": True, "recurrent_step_scale": 0.0,
-                **training}
+    training = {"polish_every": 1000, "polish_iterations": portfolio.POLISH_ITERATIONS["recurrent"], "polish_hold": True,
+                "recurrent_step_scale": 0.0, **training}
     return resolve({"task": {"kind": "recurrent", "op": "div", "validation_size": 1000, "test_size": 100},
                     "model": {"layers": ["nau", "nainpu"], "learn_initial_state": False}, "training": training})
 

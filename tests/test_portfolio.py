@@ -35,7 +35,7 @@ def test_only_the_division_member_polishes_on_a_multiple_of_eval_every():
     config = resolve({"training": {"eval_every": 3000}})
     (gated, gated_training), (nainpu, nainpu_training) = portfolio.architectures(config)
     assert gated_training.polish_every == 0 and gated_training == config.training
-    assert nainpu_training.polish_every == 6_000 and nainpu_training.polish_iterations == 300
+    assert nainpu_training.polish_every == 6_000 and nainpu_training.polish_iterations == 50
     assert nainpu_training.polish_limit == 2 and nainpu_training.polish_hold  # see portfolio.POLISH_LIMIT
     assert nainpu.layers == ["nau", "nainpu"] and nainpu.restarts == gated.restarts == 6
 
@@ -70,7 +70,7 @@ def test_the_recurrent_division_member_alone_polishes_holding_its_powers():
     (_, gated_training), (_, nmu_training), (_, nainpu_training) = portfolio.architectures(config)
     assert nainpu_training.polish_hold and not (gated_training.polish_hold or nmu_training.polish_hold)
     assert (nainpu_training.polish_every, nainpu_training.polish_limit) == (6000, 2)
-    assert nainpu_training.polish_iterations == 1000
+    assert nainpu_training.polish_iterations == portfolio.POLISH_ITERATIONS["recurrent"] == 100
     # the others keep the recurrent task's polish: at every evaluation, 30 iterations
     assert (nmu_training.polish_every, nmu_training.polish_iterations) == (2000, 30)
 
