@@ -25,7 +25,7 @@ from nalu_cli.config import Config, ModelConfig, TrainingConfig
 # The NaiNPU members polish holding their powers at +-1 (training.polish_hold), at steps POLISH_EVERY
 # and 2 POLISH_EVERY (rounded up to a multiple of eval_every). The held polish converges within 20
 # iterations where it converges (Levenberg-Marquardt near an exact fit): alone on a/b, seeds 0-19,
-# 20, 30, 50, 100 and 300 iterations solved the same 20 seeds, 50 in a sixth of 300's polish time;
+# 20, 30, 50, 100 and 300 iterations solved the same 20 seeds (50: the benchmark in 28 s, 300: 75 s);
 # recurrent, 100 and 1,000 iterations the same 19 (README, "Division" and "The recurrent task").
 POLISH_EVERY, POLISH_LIMIT = 5_000, 2
 POLISH_ITERATIONS = {"static": 50, "recurrent": 100}
