@@ -70,7 +70,7 @@ def test_the_recurrent_division_member_alone_polishes_holding_its_powers():
     (_, gated_training), (_, nmu_training), (_, nainpu_training) = portfolio.architectures(config)
     assert nainpu_training.polish_hold and not (gated_training.polish_hold or nmu_training.polish_hold)
     assert (nainpu_training.polish_every, nainpu_training.polish_limit) == (6000, 2)
-    assert nainpu_training.polish_iterations == portfolio.POLISH_ITERATIONS["recurrent"] == 100
+    assert nainpu_training.polish_iterations == 100
     # the others keep the recurrent task's polish: at every evaluation, 30 iterations
     assert (nmu_training.polish_every, nmu_training.polish_iterations) == (2000, 30)
 
