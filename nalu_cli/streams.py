@@ -47,17 +47,20 @@ def uniform_numpy(key: int, step: int, shape) -> np.ndarray:
 def uniform_tf(key, step, shape):
     """`uniform_numpy(key, step, shape)` in-graph; `step` is an int64 tensor. Counters wrap mod 2^64.
 
-    `key` is one key, or a list of R keys: then the result has a leading axis of R streams.
+    `key` is one key, or a list of R keys: then the result has a leading axis of R streams. It may
+    be a uint64 tensor (an argument of the compiled step, so that one graph serves any seeds).
     """
     import tensorflow as tf
 
     u64 = lambda value: tf.constant(np.asarray(value, dtype=np.uint64))  # noqa: E731
     size = int(np.prod(shape))
+    key_shape = tuple(key.shape) if tf.is_tensor(key) else np.shape(key)
+    key = key if tf.is_tensor(key) else u64(key)
     # key + (step * size + i + 1) * GAMMA, as (key + step * size * GAMMA) + (i + 1) * GAMMA: the same
     # sum mod 2^64, with one scalar a batch and a constant per number instead of a 64-bit multiply
     # per number (the data generation ran 1.1-1.25x as fast; README "Speed and memory").
-    batch_start = u64(key)[..., None] + tf.cast(step, tf.uint64) * u64(size * SPLITMIX_GAMMA % 2**64)  # [1] or [R, 1]
+    batch_start = key[..., None] + tf.cast(step, tf.uint64) * u64(size * SPLITMIX_GAMMA % 2**64)  # [1] or [R, 1]
     offsets = np.arange(1, size + 1, dtype=np.uint64) * np.uint64(SPLITMIX_GAMMA)  # wraps mod 2^64, as the graph's
     z = _mix64(batch_start + u64(offsets), lambda z, bits: tf.bitwise.right_shift(z, u64(bits)), u64)
     u = tf.cast(tf.bitwise.right_shift(z, u64(40)), tf.float32) * 2.0**-24
-    return tf.reshape(u, (*np.shape(key), *shape))
+    return tf.reshape(u, (*key_shape, *shape))

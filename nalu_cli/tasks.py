@@ -265,20 +265,35 @@ def sample_batches_tf(specs: list[TaskSpec], batch_size: int, keys: list[int], s
     range must be shared. Slice sums are one masked matmul, so they add in a different order
     than `sample_batch_tf`'s: targets agree to float rounding.
     """
-    import tensorflow as tf
-
     first = specs[0]
     shared = lambda s: (s.op, s.shape(), s.interpolation_range)  # noqa: E731
     if any(shared(s) != shared(first) for s in specs):
         raise ValueError("replicas sampled together must share op, input shape and range")
-    x = _map_to_intervals(first.interpolation_range, uniform_tf(keys, step, (batch_size, *first.shape())), tf.where)
-    totals = tf.reduce_sum(x, axis=-2) if first.recurrent else x  # [R, batch, n]
-    masks = np.zeros((len(specs), first.input_size, 2), np.float32)  # [R, n, (a, b)]
+    return sample_streams_tf(first, batch_size, keys, slice_masks(specs), step)
+
+
+def slice_masks(specs: list[TaskSpec]) -> np.ndarray:
+    """[R, n, 2] float32: 1 where replica r's slice a (column 0) or b (column 1) reads input i."""
+    masks = np.zeros((len(specs), specs[0].input_size, 2), np.float32)
     for r, spec in enumerate(specs):
         for side, (lo, hi) in enumerate(spec.subsets):
             masks[r, lo:hi, side] = 1.0
+    return masks
+
+
+def sample_streams_tf(spec: TaskSpec, batch_size: int, keys, masks, step):
+    """The batches `sample_batches_tf` draws, from what tells the streams apart given as tensors, so
+    that one compiled graph serves any seeds: `keys` the R streams' keys (uint64), `masks` their
+    slices (`slice_masks`). `spec` gives what they share: the op, the input shape and the range.
+
+    The op stays a constant: chosen in the graph (a switch on an op argument), a*b's targets are
+    no longer fused into the loss that reads them, and training's numbers changed in the last bits."""
+    import tensorflow as tf
+
+    x = _map_to_intervals(spec.interpolation_range, uniform_tf(keys, step, (batch_size, *spec.shape())), tf.where)
+    totals = tf.reduce_sum(x, axis=-2) if spec.recurrent else x  # [R, batch, n]
     sums = tf.matmul(totals, masks)
-    return x, apply_op(first.op, sums[..., :1], sums[..., 1:], sqrt=tf.sqrt)
+    return x, apply_op(spec.op, sums[..., :1], sums[..., 1:], sqrt=tf.sqrt)
 
 
 def sample_batch_numpy(spec: TaskSpec, batch_size: int, key: int, step: int):

@@ -207,7 +207,7 @@ def test_a_chunk_rolls_back_only_the_replicas_that_went_non_finite():
     from nalu_cli.training.optimizer import AdamState
     from nalu_cli.training.step import ChunkRunner, TrainState
 
-    def chunk(start, n, state, lr_scale, loss_sum):  # replica 1's weights blow up, replica 2's loss does
+    def chunk(start, n, state, lr_scale, loss_sum, streams=()):  # replica 1's weights blow up, replica 2's loss does
         params = [{"w": state.params[0]["w"] + tf.constant([[1.0], [np.inf], [1.0]])}]
         return TrainState(params, state.optimizer), loss_sum + tf.cast(n, tf.float32) * tf.constant([0.5, 0.5, np.nan])
 
@@ -301,3 +301,47 @@ def test_a_portfolio_interrupted_or_restored_from_its_checkpoint_continues_exact
                         second.replica_params(index) + second.results[index].selected_params):
             for name in a:
                 np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_a_later_trainer_of_the_same_architecture_runs_on_the_graphs_of_an_earlier_one():
+    """A benchmark worker trains group after group: with a process's `Graphs`, a later trainer of
+    other seeds reuses the chunk, evaluation and polish an earlier one traced and compiled (they
+    take the seeds' streams and sets as arguments), and trains exactly as a trainer of its own."""
+    from nalu_cli.training.architecture import Graphs, Member
+
+    config = config_for("nau", op="mul", eval_every=100, polish_every=100, polish_iterations=3)
+
+    def trainer(seeds, graphs=None, config=config):
+        return ReplicaTrainer.of([Member(config.model, config.training, [Replica.for_seed(config, s) for s in seeds])],
+                                 graphs)
+
+    graphs = Graphs()
+    earlier = trainer((0, 1), graphs)
+    earlier.fit(100, 100, False)  # traced, compiled, and polished once
+    later, own = trainer((2, 3), graphs), trainer((2, 3))
+    chunk = later.architectures[0].chunk.chunk
+    assert chunk is earlier.architectures[0].chunk.chunk and len(graphs) == 3  # chunk, evaluation, polish
+    for each in (later, own):
+        each.fit(300, 100, False)  # three evaluations and polishes
+    assert chunk.experimental_get_tracing_count() == 1
+    for index in range(2):
+        assert later.results[index].selected_step == own.results[index].selected_step
+        assert later.results[index].interpolation_mse == own.results[index].interpolation_mse
+        for a, b in zip(later.replica_params(index) + later.results[index].selected_params,
+                        own.replica_params(index) + own.results[index].selected_params):
+            for name in a:
+                np.testing.assert_array_equal(a[name], b[name])
+    # Another op, or another replica count, is another set of graphs.
+    trainer((2, 3), graphs, config_for("nau", op="add", eval_every=100, polish_every=100, polish_iterations=3))
+    trainer((2, 3, 4), graphs)
+    assert len(graphs) == 9
+
+
+def test_graphs_keep_the_most_recently_used():
+    from nalu_cli.training import architecture
+
+    graphs = architecture.Graphs()
+    for key in range(architecture.KEPT_GRAPHS + 1):
+        graphs.get_or_make(key, object)
+        graphs.get_or_make(0, lambda: pytest.fail("graph 0 was made again"))  # used: kept
+    assert len(graphs) == architecture.KEPT_GRAPHS and 0 in graphs and 1 not in graphs

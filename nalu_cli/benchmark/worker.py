@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from nalu_cli.config import Config, from_dict
 
+# The worker process's graphs: its later groups of the same architectures reuse them (architecture.Graphs).
+_graphs = None
+
 
 def run_group(work: dict, threads: int = 1) -> list[dict]:
     """Train one group of seeds of one cell; one result dict per seed. Runs in a worker process,
@@ -19,9 +22,13 @@ def run_group(work: dict, threads: int = 1) -> list[dict]:
     from nalu_cli.training import ReplicaTrainer, result_record
     from nalu_cli.training.replicas import members
 
+    from nalu_cli.training.architecture import Graphs
+
+    global _graphs
+    _graphs = Graphs() if _graphs is None else _graphs
     config: Config = from_dict(work["config"])
     architectures, groups = members(config, work["seeds"])
-    trainer = ReplicaTrainer.of(architectures)
+    trainer = ReplicaTrainer.of(architectures, _graphs)
     training = config.training
     trainer.fit(training.steps, training.eval_every, training.early_stop, groups=groups)
     records = []

@@ -8,6 +8,9 @@ architectures differ in their weights' shapes, so each compiles its own graph.
 
 from __future__ import annotations
 
+import functools
+from collections import OrderedDict
+
 import numpy as np
 import tensorflow as tf
 
@@ -16,14 +19,15 @@ from nalu_cli.training import optimizer
 from nalu_cli.training.evaluate import can_snap, make_evaluator
 from nalu_cli.training.polish import make_polish
 from nalu_cli.training.replicas import Member
-from nalu_cli.training.step import ChunkRunner, TrainState, make_chunk, recurrent_row_scales
+from nalu_cli.training.step import ChunkRunner, TrainState, make_chunk, recurrent_row_scales, streams
 
 
 class Architecture:
     """A member's replicas in a trainer, at `indices` among the trainer's replicas."""
 
-    def __init__(self, member: Member, indices: slice, shared_sets: dict | None = None):
-        """`shared_sets`: see evaluate.make_evaluator (one dict for a trainer's architectures)."""
+    def __init__(self, member: Member, indices: slice, shared_sets: dict | None = None, graphs: dict | None = None):
+        """`shared_sets`: see evaluate.make_evaluator (one dict for a trainer's architectures).
+        `graphs`: graphs made by earlier architectures in the process (see `reuse`), or None."""
         replicas, training = member.replicas, member.training
         shapes = {(r.spec.kind, r.spec.input_size) for r in replicas}
         if len(shapes) != 1:
@@ -36,17 +40,24 @@ class Architecture:
         params = tf.nest.map_structure(lambda *leaves: tf.constant(np.stack(leaves)), *[get_params(m) for m in models])
         self.state = TrainState(params, optimizer.init(params, optimizer.split_weights(params, training.optimizer)))
         specs = [r.spec for r in replicas]
-        self.chunk = ChunkRunner(make_chunk(self.forward, self.layers, replicas, training))
+        # The graphs below close over the template model, not over this architecture and its sets.
+        pure_forward = functools.partial(forward, self.model)
+        reuse = graph_reuse(graphs, member, len(replicas))
+        self.chunk = ChunkRunner(reuse(("chunk",), lambda: make_chunk(pure_forward, self.layers, replicas, training)),
+                                 streams=streams(replicas))
         self.snap_selection = training.snap_selection and can_snap(self.layers, params)
-        self.evaluate = make_evaluator(self.forward, self.layers, specs, self.snap_selection, shared=shared_sets)
+        self.evaluate = make_evaluator(pure_forward, self.layers, specs, self.snap_selection, shared=shared_sets,
+                                       reuse=reuse)
         self.polish = None  # params -> params, when this member polishes
         if training.polish_every:
             # The held polish also holds what training holds (a recurrence at recurrent_step_scale 0).
             held_rows = recurrent_row_scales(self.layers, training, replicas) if training.polish_hold else None
-            self.polish = make_polish(self.forward, self.layers, params, specs, training.polish_iterations,
-                                      hold=training.polish_hold, row_scales=held_rows)
+            self.polish = make_polish(pure_forward, self.layers, params, specs, training.polish_iterations,
+                                      hold=training.polish_hold, row_scales=held_rows,
+                                      reuse=reuse)
 
     def forward(self, params, x):
+        """The template model's pure forward pass with `params`."""
         return forward(self.model, params, x)
 
     def polish_due(self, step: int) -> bool:
@@ -59,3 +70,39 @@ class Architecture:
         """max over weights of min(|W|, |1 - |W||) for one replica's parameters (0 if the units have none)."""
         errors = [float(np.asarray(layer.sparsity_error(**p))) for layer, p in zip(self.layers, params)]
         return max(errors, default=0.0)
+
+
+# Graphs a process keeps for later trainers (a benchmark worker trains group after group): the
+# least recently used go first beyond this many.
+KEPT_GRAPHS = 32
+
+
+class Graphs(OrderedDict):
+    """A process's traced and compiled graphs, for reuse by later trainers of the same architectures.
+
+    A trainer's chunk, evaluation and polish take what differs between seeds as arguments (the
+    streams' keys and slices; the evaluation and polish sets), so a later group of seeds of the
+    same architecture, settings and task (op, input shape, range) runs on the same graphs
+    and skips their tracing and XLA compilation (about 1.5 s for the default model)."""
+
+    def get_or_make(self, key, make):
+        if key in self:
+            self.move_to_end(key)
+        else:
+            self[key] = make()
+            while len(self) > KEPT_GRAPHS:
+                self.popitem(last=False)
+        return self[key]
+
+
+def graph_reuse(graphs: Graphs | None, member: Member, replicas: int):
+    """reuse(key, make) -> `make()`, or the graph `key` (a tuple: what it is) made before for
+    `member`'s architecture, settings and task (op, input shape, range) at this replica count (none is kept without `graphs`)."""
+    spec = member.replicas[0].spec
+    signature = (repr(member.model), repr(member.training), spec.op, spec.kind, spec.shape(), spec.interpolation_range,
+                 replicas)
+
+    def reuse(key, make):
+        return make() if graphs is None else graphs.get_or_make((*key, *signature), make)
+
+    return reuse

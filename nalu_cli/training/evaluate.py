@@ -27,49 +27,30 @@ def can_snap(layers, params) -> bool:
 
 
 def make_evaluator(forward, layers, specs: list, snap: bool, jit_compile: bool | None = None,
-                   shared: dict | None = None):
+                   shared: dict | None = None, reuse=None):
     """evaluate(params, polished=False) -> [Candidate for the weights, and for them snapped if `snap`].
 
     `forward(params, x)` is the model's pure forward pass; `specs` the replicas' tasks.
     `jit_compile`: whether XLA compiles the evaluation; None: for recurrent tasks only (below).
     `shared`: a dict the evaluators of one trainer pass in, so that architectures with the same
     replicas' tasks hold one copy of the sets (a recurrent test set is 40 MB).
+    `reuse(key, make)`: returns a graph `make()` made before for the same architecture, if any
+    (`Architecture`); the graph takes the sets as an argument.
     """
-    single = len(specs) == 1
-    groups, per_group = shared_layout(specs)
+    _, per_group = shared_layout(specs)
     shared = {} if shared is None else shared
     key = (tuple(specs[::per_group]), per_group)
     if key not in shared:
         shared[key] = evaluation_sets(specs[::per_group], per_group)
     sets = shared[key]
-
-    def errors_of(params):
-        errors = {}
-        for name, (x, y) in sets.items():
-            if single:
-                params_, x, y = tf.nest.map_structure(lambda t: t[0], params), x[0], y[0]
-            elif per_group > 1:
-                params_ = tf.nest.map_structure(lambda t: tf.reshape(t, [groups, per_group, *t.shape[1:]]), params)
-            else:
-                params_ = params
-            mse = tf.reduce_mean(tf.square(forward(params_, x) - y), axis=(-2, -1))
-            errors[name] = tf.reshape(mse, [-1])
-        return errors
-
     # A recurrent test set runs a loop of extrapolation_length steps, op by op without XLA: an
     # evaluation of the default model's 6 replicas (T = 1,000, with snapping) took 0.95 s, compiled
     # 0.36 s (benchmarks/evaluation.py, idle machine). A static evaluation takes 25 ms (11 compiled):
     # it stays uncompiled, so its numbers stay bit for bit those recorded in tests/data/golden_runs.json.
     if jit_compile is None:
         jit_compile = any(spec.recurrent for spec in specs)
-
-    @tf.function(autograph=False, jit_compile=jit_compile)
-    def scores(params):
-        scored = [(params, errors_of(params))]
-        if snap:
-            snapped = [layer.snap(**p) for layer, p in zip(layers, params)]
-            scored.append((snapped, errors_of(snapped)))
-        return scored
+    make = lambda: make_scores(forward, layers, snap, len(specs) == 1, per_group, jit_compile)  # noqa: E731
+    scores = make() if reuse is None else reuse(("scores", per_group, jit_compile), make)
 
     def evaluate(params, polished: bool = False) -> list[Candidate]:
         return [
@@ -80,11 +61,39 @@ def make_evaluator(forward, layers, specs: list, snap: bool, jit_compile: bool |
                 snapped=bool(index),
                 polished=polished,
             )
-            for index, (weights, errors) in enumerate(scores(params))
+            for index, (weights, errors) in enumerate(scores(params, sets))
         ]
 
     evaluate.sets = sets
     return evaluate
+
+
+def make_scores(forward, layers, snap: bool, single: bool, per_group: int, jit_compile: bool):
+    """scores(params, sets) -> [(params, {split: MSE [R]})], and the snapped params' if `snap`:
+    the graph an evaluator runs, for any sets of the layout (`shared_layout`) `single`, `per_group`."""
+
+    def errors_of(params, sets):
+        errors = {}
+        for name, (x, y) in sets.items():
+            if single:
+                params_, x, y = tf.nest.map_structure(lambda t: t[0], params), x[0], y[0]
+            elif per_group > 1:
+                params_ = tf.nest.map_structure(lambda t: tf.reshape(t, [-1, per_group, *t.shape[1:]]), params)
+            else:
+                params_ = params
+            mse = tf.reduce_mean(tf.square(forward(params_, x) - y), axis=(-2, -1))
+            errors[name] = tf.reshape(mse, [-1])
+        return errors
+
+    @tf.function(autograph=False, jit_compile=jit_compile)
+    def scores(params, sets):
+        scored = [(params, errors_of(params, sets))]
+        if snap:
+            snapped = [layer.snap(**p) for layer, p in zip(layers, params)]
+            scored.append((snapped, errors_of(snapped, sets)))
+        return scored
+
+    return scores
 
 
 def evaluation_sets(specs: list, per_group: int) -> dict:

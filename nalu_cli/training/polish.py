@@ -34,7 +34,7 @@ SAMPLES = 256
 
 
 def make_polish(forward, layers, like: list, specs: list, iterations: int, hold: bool = False,
-                row_scales: list | None = None):
+                row_scales: list | None = None, reuse=None):
     """polish(params) -> params: `iterations` LM iterations for every replica at once (pure).
 
     `forward(params, x)` is the model's pure forward pass, `like` params of the right
@@ -42,8 +42,21 @@ def make_polish(forward, layers, like: list, specs: list, iterations: int, hold:
     sets (tasks.polish_set: training data, not the validation set) are fitted. `hold`: hold
     each unit's structure (training.polish_hold). `row_scales` (per layer, {weight name: the
     factor on its rows after the layer's `split_rows`}, training/step.py): rows at 0 are held.
+    `reuse(key, make)`: returns a graph `make()` made before for the same architecture, if any
+    (`Architecture`); the graph takes the polish sets as an argument.
     """
-    replicas = len(specs)
+    pairs = [tasks.polish_set(spec, SAMPLES) for spec in specs]
+    x = tf.constant(np.stack([x for x, _ in pairs]), tf.float64)  # [R, N, in]
+    y = tf.constant(np.stack([y[:, 0] for _, y in pairs]), tf.float64)  # [R, N]
+    make = lambda: polish_graph(forward, layers, like, iterations, hold, row_scales)  # noqa: E731
+    graph = make() if reuse is None else reuse(("polish", iterations, hold), make)
+    return lambda params: graph(params, x, y)
+
+
+def polish_graph(forward, layers, like: list, iterations: int, hold: bool = False, row_scales: list | None = None):
+    """The graph of `make_polish`: polish(params, x, y) for replicas of `like`'s structure and shapes
+    and their polish sets x [R, N, ...], y [R, N]."""
+    replicas = int(tf.nest.flatten(like)[0].shape[0])
     names = [(index, name) for index, layer in enumerate(like) for name in layer]
     shapes = [like[index][name].shape[1:] for index, name in names]
     sizes = [int(np.prod(shape)) for shape in shapes]
@@ -52,9 +65,6 @@ def make_polish(forward, layers, like: list, specs: list, iterations: int, hold:
     movable = tf.constant(np.concatenate([
         _movable(shape, name in structure[index], row_scales[index].get(name), getattr(layers[index], "split_rows", None))
         for (index, name), shape in zip(names, shapes)]), tf.float64)  # [P]: 0 where held
-    pairs = [tasks.polish_set(spec, SAMPLES) for spec in specs]
-    x = tf.constant(np.stack([x for x, _ in pairs]), tf.float64)  # [R, N, in]
-    y = tf.constant(np.stack([y[:, 0] for _, y in pairs]), tf.float64)  # [R, N]
 
     def unflatten(theta):
         """[R, P] -> params [R, ...]; or [R, N, P] -> one copy of the params per sample, [R, N, ...]."""
@@ -67,10 +77,10 @@ def make_polish(forward, layers, like: list, specs: list, iterations: int, hold:
     def flatten(params):
         return tf.concat([tf.reshape(params[index][name], [replicas, -1]) for index, name in names], axis=1)
 
-    def residuals(theta):
+    def residuals(theta, x, y):
         return tf.reshape(forward(unflatten(theta), x), [replicas, -1]) - y
 
-    def residuals_and_jacobian(theta):
+    def residuals_and_jacobian(theta, x, y):
         """r [R, N] and dr/dtheta [R, N, P] from one backward pass: every sample gets its own
         copy of the weights (units are vectorised over leading axes), so the gradient of the
         summed outputs with respect to sample n's copy is row n of the Jacobian."""
@@ -80,12 +90,12 @@ def make_polish(forward, layers, like: list, specs: list, iterations: int, hold:
             out = tf.reshape(forward(unflatten(copies), x[:, :, None, :]), [replicas, SAMPLES])
         return out - y, tape.gradient(out, copies) * movable
 
-    def mse(theta):
-        loss = tf.reduce_mean(tf.square(residuals(theta)), axis=1)
+    def mse(theta, x, y):
+        loss = tf.reduce_mean(tf.square(residuals(theta, x, y)), axis=1)
         return tf.where(tf.math.is_finite(loss), loss, tf.constant(np.inf, tf.float64))
 
     @tf.function(autograph=False)
-    def polish(params):
+    def polish(params, x, y):
         start = tf.nest.map_structure(lambda t: tf.cast(t, tf.float64), params)
         if hold:  # each held unit's structure; the layer feeding it with its outputs' weights at +-1
             start = [{**p, **layer.structure(**p)} for layer, p in zip(layers, start)]
@@ -94,7 +104,7 @@ def make_polish(forward, layers, like: list, specs: list, iterations: int, hold:
         theta = flatten(start)
 
         def body(i, theta, damping, loss):
-            r, jacobian = residuals_and_jacobian(theta)
+            r, jacobian = residuals_and_jacobian(theta, x, y)
             jtj = tf.linalg.matmul(jacobian, jacobian, transpose_a=True)
             jtr = tf.linalg.matvec(jacobian, r, adjoint_a=True)
             diagonal = tf.linalg.diag_part(jtj)
@@ -103,14 +113,14 @@ def make_polish(forward, layers, like: list, specs: list, iterations: int, hold:
             system = jtj + tf.linalg.diag(damping[:, None] * diagonal + floor)
             step = tf.linalg.solve(system, -jtr[..., None])[..., 0]
             trial = flatten([layer.clip(**p) for layer, p in zip(layers, unflatten(theta + step))])
-            trial_loss = mse(trial)
+            trial_loss = mse(trial, x, y)
             better = tf.math.is_finite(trial_loss) & (trial_loss < loss) & tf.reduce_all(tf.math.is_finite(trial), axis=1)
             theta = tf.where(better[:, None], trial, theta)
             loss = tf.where(better, trial_loss, loss)
             damping = tf.clip_by_value(tf.where(better, damping / 3.0, damping * 4.0), 1e-12, 1e12)
             return i + 1, theta, damping, loss
 
-        initial = (tf.constant(0), theta, tf.fill([replicas], tf.constant(1e-3, tf.float64)), mse(theta))
+        initial = (tf.constant(0), theta, tf.fill([replicas], tf.constant(1e-3, tf.float64)), mse(theta, x, y))
         _, theta, _, _ = tf.while_loop(lambda i, *_: i < iterations, body, initial, parallel_iterations=1)
         return tf.nest.map_structure(lambda t, old: tf.cast(t, old.dtype), unflatten(theta), params)
 

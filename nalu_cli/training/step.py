@@ -63,11 +63,15 @@ def recurrent_row_scales(layers, training: TrainingConfig, replicas) -> list[dic
 
 
 def make_chunk(forward, layers, replicas, training: TrainingConfig):
-    """chunk(start, n, state, lr_scale, loss_sum) -> (state after steps start..start+n-1, loss_sum
-    plus each of those steps' MSE, per replica).
+    """chunk(start, n, state, lr_scale, loss_sum, streams) -> (state after steps start..start+n-1,
+    loss_sum plus each of those steps' MSE, per replica).
 
     `forward(params, x)` is the model's pure forward pass; replica r draws from its own
-    stream and learns at `learning_rate * lr_scale[r]`.
+    stream and learns at `learning_rate * lr_scale[r]`. R > 1 replicas' streams are an argument,
+    `streams(replicas)`: so the chunk computes nothing particular to their seeds, and serves
+    any replicas of the same architecture, training settings and task (op, input shape, range)
+    (`Architecture` reuses it for later trainers in the process). One replica runs with its
+    stream built in (`streams` is ()).
     """
     lr, batch = training.learning_rate, training.batch_size
     schedules = layer_schedules(layers, training.regularizer_scale, training.regularizer_start, training.regularizer_end)
@@ -79,10 +83,11 @@ def make_chunk(forward, layers, replicas, training: TrainingConfig):
     to_compute = (lambda tree: tf.nest.map_structure(lambda t: t[0], tree)) if single else (lambda tree: tree)
     from_compute = (lambda tree: tf.nest.map_structure(lambda t: t[None], tree)) if single else (lambda tree: tree)
 
-    def batches(step):
+    def batches(step, streams):
         if single:
             return tasks.sample_batch_tf(replicas[0].spec, batch, replicas[0].data_seed, step)
-        return tasks.sample_batches_tf([r.spec for r in replicas], batch, [r.data_seed for r in replicas], step)
+        keys, masks = streams
+        return tasks.sample_streams_tf(replicas[0].spec, batch, keys, masks, step)
 
     def loss_fn(params, x, y, step):
         per_replica = tf.reshape(tf.reduce_mean(tf.square(forward(params, x) - y), axis=(-2, -1)), [-1])
@@ -95,12 +100,12 @@ def make_chunk(forward, layers, replicas, training: TrainingConfig):
 
     # plain graph code (no Python control flow to convert), compiled whole by XLA; see README "Speed".
     @tf.function(reduce_retracing=True, autograph=False, jit_compile=True)
-    def chunk(start, n, state, lr_scale, loss_sum):
+    def chunk(start, n, state, lr_scale, loss_sum, streams=()):
         replica_lr = lr * (lr_scale[0] if single else lr_scale)  # one learning rate per replica
 
         def body(i, state, loss_sum):
             step = start + i
-            x, y = batches(step)
+            x, y = batches(step, streams)
             with tf.GradientTape() as tape:
                 tape.watch(state.params)
                 mse, loss = loss_fn(state.params, x, y, step)
@@ -119,6 +124,15 @@ def make_chunk(forward, layers, replicas, training: TrainingConfig):
     return chunk
 
 
+def streams(replicas) -> tuple:
+    """What the chunk of R > 1 replicas draws their batches from: their streams' keys [R] (uint64) and
+    slices [R, n, 2] (tasks.slice_masks); () for one replica."""
+    if len(replicas) == 1:
+        return ()
+    return (tf.constant(np.array([r.data_seed for r in replicas], np.uint64)),
+            tf.constant(tasks.slice_masks([r.spec for r in replicas])))
+
+
 class ChunkRunner:
     """Runs a compiled chunk for any number of steps, in calls of about `call_seconds` each.
 
@@ -129,8 +143,9 @@ class ChunkRunner:
     steps are abandoned and the runner returns None (the caller's state is untouched).
     """
 
-    def __init__(self, chunk, call_seconds: float = CALL_SECONDS):
-        self.chunk, self.call_seconds = chunk, call_seconds
+    def __init__(self, chunk, call_seconds: float = CALL_SECONDS, streams: tuple = ()):
+        """`streams`: the chunk's `streams` argument (see `streams`)."""
+        self.chunk, self.call_seconds, self.streams = chunk, call_seconds, streams
         self.call_steps = FIRST_CALL_STEPS
         self.compiled = False
 
@@ -138,7 +153,7 @@ class ChunkRunner:
         """Trace and compile the chunk now, taking no step (a call of 0 steps), if no call has yet."""
         if not self.compiled:
             self.chunk(tf.constant(0, tf.int64), tf.constant(0, tf.int64), state, tf.constant(lr_scale),
-                       tf.zeros(len(lr_scale)))
+                       tf.zeros(len(lr_scale)), self.streams)
             self.compiled = True
 
     def __call__(self, start: int, n: int, state: TrainState, active: np.ndarray, lr_scale: np.ndarray,
@@ -150,8 +165,8 @@ class ChunkRunner:
             steps = min(self.call_steps, n - done)
             started = time.perf_counter()
             new_state, loss_sum = self.chunk(
-                tf.constant(start + done, tf.int64), tf.constant(steps, tf.int64), new_state, lr_scale, loss_sum
-            )
+                tf.constant(start + done, tf.int64), tf.constant(steps, tf.int64), new_state, lr_scale, loss_sum,
+                self.streams)
             self.compiled = True
             self._pace(steps, time.perf_counter() - started)
             done += steps

@@ -24,7 +24,7 @@ from nalu_cli import tasks
 from nalu_cli._tf import release_freed_memory
 from nalu_cli.config import ModelConfig, TrainingConfig
 from nalu_cli.training import optimizer, selection
-from nalu_cli.training.architecture import Architecture, Member
+from nalu_cli.training.architecture import Architecture, Graphs, Member
 from nalu_cli.training.checkpoint import Checkpoint
 from nalu_cli.training.evaluate import to_numpy
 from nalu_cli.training.replicas import Replica
@@ -39,18 +39,19 @@ class ReplicaTrainer:
         self._build([Member(model_config, training, list(replicas))])
 
     @classmethod
-    def of(cls, members: list[Member]) -> "ReplicaTrainer":
-        """The members' replicas, in order (member 0's first), each member with its own architecture and settings."""
+    def of(cls, members: list[Member], graphs: Graphs | None = None) -> "ReplicaTrainer":
+        """The members' replicas, in order (member 0's first), each member with its own architecture and
+        settings. `graphs`: a process's graphs, kept for later trainers (see architecture.Graphs)."""
         trainer = cls.__new__(cls)
-        trainer._build(members)
+        trainer._build(members, graphs)
         return trainer
 
-    def _build(self, members: list[Member]) -> None:
+    def _build(self, members: list[Member], graphs: Graphs | None = None) -> None:
         if not members or not all(member.replicas for member in members):
             raise ValueError("need at least one replica per member")
         self.architectures, start, sets = [], 0, {}
         for member in members:
-            self.architectures.append(Architecture(member, slice(start, start + len(member.replicas)), sets))
+            self.architectures.append(Architecture(member, slice(start, start + len(member.replicas)), sets, graphs))
             start += len(member.replicas)
         self.replicas = [replica for member in members for replica in member.replicas]
         self.status = selection.ReplicaStatus.start(len(self.replicas))
