@@ -83,6 +83,38 @@ def finished(one_seed_results, tmp_path):
     return shutil.copytree(one_seed_results, tmp_path / "finished")
 
 
+def test_a_worker_trains_its_next_group_of_a_cell_on_the_graphs_of_the_last(tmp_path, in_process_workers, monkeypatch):
+    """A worker keeps the graphs of its last group's cell: the next group of that cell reuses
+    them (no tracing, no XLA compilation) and trains exactly as on graphs of its own; another
+    cell starts afresh, so a worker never holds more than one cell's graphs."""
+    from nalu_cli.benchmark import worker
+    from nalu_cli.training.architecture import Graphs
+
+    made, make = [], Graphs.get_or_make
+
+    def counting(graphs, key, build):
+        return make(graphs, key, lambda: made.append(key[0]) or build())
+
+    monkeypatch.setattr(Graphs, "get_or_make", counting)
+    monkeypatch.setattr(worker, "_graphs", (None, None))
+    grid = dict(ops=["sub", "add"], units=["nac"], seeds=[0, 1, 2, 3], base_settings=SMALL, replicas=2, workers=1)
+    reused = run_benchmark(out=tmp_path / "reused", **grid)
+    assert made == ["chunk", "scores"] * 2  # sub's first group, add's first group
+    assert worker._graphs[0][0] == "add" and len(worker._graphs[1]) == 2
+
+    run_group = worker.run_group
+
+    def on_fresh_graphs(item, threads=1):  # as if every group ran in a worker of its own
+        worker._graphs = (None, None)
+        return run_group(item, threads)
+
+    monkeypatch.setattr(worker, "run_group", on_fresh_graphs)  # the in-process runner imports it per call
+    made.clear()
+    alone = run_benchmark(out=tmp_path / "alone", **grid)
+    assert made == ["chunk", "scores"] * 4
+    assert comparable(reused) == comparable(alone)
+
+
 def test_results_of_other_settings_are_not_mixed(finished):
     with pytest.raises(NaluError, match="other settings"):
         run_benchmark(out=finished, **{**ONE_SEED, "steps": 1000})

@@ -335,13 +335,3 @@ def test_a_later_trainer_of_the_same_architecture_runs_on_the_graphs_of_an_earli
     trainer((2, 3), graphs, config_for("nau", op="add", eval_every=100, polish_every=100, polish_iterations=3))
     trainer((2, 3, 4), graphs)
     assert len(graphs) == 9
-
-
-def test_graphs_keep_the_most_recently_used():
-    from nalu_cli.training import architecture
-
-    graphs = architecture.Graphs()
-    for key in range(architecture.KEPT_GRAPHS + 1):
-        graphs.get_or_make(key, object)
-        graphs.get_or_make(0, lambda: pytest.fail("graph 0 was made again"))  # used: kept
-    assert len(graphs) == architecture.KEPT_GRAPHS and 0 in graphs and 1 not in graphs

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from nalu_cli.benchmark.grid import Cell, make_cells, parse_seeds, plan, settings_key
+from nalu_cli.benchmark.grid import DEFAULT_REPLICAS, Cell, make_cells, parse_seeds, plan, settings_key
 from nalu_cli.benchmark.results import (
     RESULTS_FILE,
     SETTINGS_FILE,
@@ -60,7 +60,7 @@ def run_benchmark(
     out: Path,
     base_settings: dict | None = None,
     steps: int | None = None,
-    replicas: int = 8,
+    replicas: int = DEFAULT_REPLICAS,
     protocol: str = "mj",
     backend: str = "local",
     workers: int | None = None,

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from nalu_cli.config import Config, from_dict
 
-# The worker process's graphs: its later groups of the same architectures reuse them (architecture.Graphs).
-_graphs = None
+# The worker's graphs for the cell of its last group (architecture.Graphs): a next group of the same
+# cell reuses them; another cell starts afresh, so a worker holds one cell's graphs, as during a group.
+_graphs: tuple = (None, None)
 
 
 def run_group(work: dict, threads: int = 1) -> list[dict]:
@@ -20,15 +21,16 @@ def run_group(work: dict, threads: int = 1) -> list[dict]:
     tf = import_tensorflow()
     use_threads(tf, threads)  # one when the workers fill the cores: the fastest per model
     from nalu_cli.training import ReplicaTrainer, result_record
+    from nalu_cli.training.architecture import Graphs
     from nalu_cli.training.replicas import members
 
-    from nalu_cli.training.architecture import Graphs
-
     global _graphs
-    _graphs = Graphs() if _graphs is None else _graphs
+    cell = (work["op"], work["unit"], work["settings"])
+    if _graphs[0] != cell:
+        _graphs = (cell, Graphs())
     config: Config = from_dict(work["config"])
     architectures, groups = members(config, work["seeds"])
-    trainer = ReplicaTrainer.of(architectures, _graphs)
+    trainer = ReplicaTrainer.of(architectures, _graphs[1])
     training = config.training
     trainer.fit(training.steps, training.eval_every, training.early_stop, groups=groups)
     records = []

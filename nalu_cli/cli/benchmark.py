@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from nalu_cli.benchmark.grid import DEFAULT_REPLICAS
 from nalu_cli.cli import render
 from nalu_cli.cli.options import Backend, Protocol, TaskOption, overwrite_option
 from nalu_cli.config import OPS
@@ -35,7 +36,8 @@ def benchmark(
         typer.Option(help="Results directory; rerunning resumes it.",
                      show_default="runs/benchmark; recurrent: runs/benchmark-recurrent"),
     ] = None,
-    replicas: Annotated[int, typer.Option(help="Seeds trained together in one graph.")] = 8,
+    replicas: Annotated[int, typer.Option(help="Seeds trained together in one graph (a group); a worker trains "
+                                          "group after group, each to its slowest seed.")] = DEFAULT_REPLICAS,
     protocol: Annotated[
         Protocol, typer.Option(help="mj: success rates; trask: Table 1 normalised errors.")
     ] = Protocol.mj,

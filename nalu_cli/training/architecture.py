@@ -9,7 +9,6 @@ architectures differ in their weights' shapes, so each compiles its own graph.
 from __future__ import annotations
 
 import functools
-from collections import OrderedDict
 
 import numpy as np
 import tensorflow as tf
@@ -72,26 +71,19 @@ class Architecture:
         return max(errors, default=0.0)
 
 
-# Graphs a process keeps for later trainers (a benchmark worker trains group after group): the
-# least recently used go first beyond this many.
-KEPT_GRAPHS = 32
-
-
-class Graphs(OrderedDict):
-    """A process's traced and compiled graphs, for reuse by later trainers of the same architectures.
+class Graphs(dict):
+    """Traced and compiled graphs kept for later trainers of the same architectures in a process
+    (a benchmark worker trains group after group of seeds of one cell).
 
     A trainer's chunk, evaluation and polish take what differs between seeds as arguments (the
     streams' keys and slices; the evaluation and polish sets), so a later group of seeds of the
-    same architecture, settings and task (op, input shape, range) runs on the same graphs
-    and skips their tracing and XLA compilation (about 1.5 s for the default model)."""
+    same architecture, settings and task (op, input shape, range) runs on the same graphs and
+    skips their tracing and XLA compilation (about 1.5 s for the default model). Whoever keeps
+    a `Graphs` decides how long: each graph holds its XLA executables and its template model."""
 
     def get_or_make(self, key, make):
-        if key in self:
-            self.move_to_end(key)
-        else:
+        if key not in self:
             self[key] = make()
-            while len(self) > KEPT_GRAPHS:
-                self.popitem(last=False)
         return self[key]
 
 
