@@ -5,6 +5,7 @@ import contextlib
 import os
 import sys
 
+from nalu_cli import xla_cache
 from nalu_cli.errors import WriteError, debugging
 
 
@@ -14,6 +15,7 @@ def import_tensorflow():
 
         return tensorflow
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    xla_cache.enable()  # before TensorFlow reads TF_XLA_FLAGS
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)

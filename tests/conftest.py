@@ -5,6 +5,9 @@ import shutil
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# No XLA cache in ~/.cache from the tests, nor one run's compilations skipped by another's:
+# tests/test_xla_cache.py turns it on where it is tested (this holds for the processes tests start).
+os.environ["NALU_XLA_CACHE"] = "off"
 
 import pytest
 from typer.testing import CliRunner
