@@ -9,13 +9,16 @@ from nalu_cli import xla_cache
 from nalu_cli.errors import WriteError, debugging
 
 
-def import_tensorflow():
+def import_tensorflow(cache_compilations: bool = True):
+    """TensorFlow, imported with its start-up logs silenced; `cache_compilations`: with the XLA
+    cache (nalu_cli/xla_cache.py) when this call is the one that imports it."""
     if "tensorflow" in sys.modules or debugging():
         import tensorflow
 
         return tensorflow
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    xla_cache.enable()  # before TensorFlow reads TF_XLA_FLAGS
+    # before TensorFlow reads TF_XLA_FLAGS
+    xla_cache.enable() if cache_compilations else xla_cache.drop_inherited()
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)

@@ -18,8 +18,13 @@ disk) fails the compilation itself. So TensorFlow never writes to the shared dir
   which then runs as without it: never slower to fail, never failed by it.
 
 The shared directory is per TensorFlow version and CPU (an executable is compiled for the
-host's instruction set: a home shared between machines must not hand one to another). The
-numbers trained are the same with and without it. NALU_XLA_CACHE=off turns it off;
+host's instruction set: a home shared between machines must not hand one to another), and holds
+at most MAX_BYTES (the entries least recently linked go first). TensorFlow's key names the traced
+function, whose name carries a counter of the functions traced before it in the process: a
+`nalu train` traces in the same order every time and finds its entries, a benchmark worker,
+whose groups' cells come in any order, mostly would not, so `nalu benchmark` leaves the cache
+out (its workers reuse their graphs in memory instead). The numbers trained are the same with
+and without it. NALU_XLA_CACHE=off turns it off;
 NALU_XLA_CACHE=DIR puts it in DIR (default: $XDG_CACHE_HOME/nalu/xla, else ~/.cache/nalu/xla).
 No TensorFlow here: `enable` runs before it is imported.
 """
@@ -40,8 +45,12 @@ SIZE_MARK = ".bytes-"
 PRIVATE_PREFIX = "nalu-xla-"
 TEMPORARY_PREFIX = ".incoming-"
 FLAGS_ENV = "NALU_XLA_CACHE_FLAGS"  # the flags `enable` added to TF_XLA_FLAGS, for its child processes
-# A publish's temporary file older than this was cut short (a publish takes well under a second).
+# A publish's temporary file older than this was cut short (a publish takes well under a second);
+# an entry no run has linked for this long may be evicted (a run reads its entries as it starts).
 STALE_SECONDS = 3600
+# Beyond this size the entries least recently linked go (a default-model run adds about 1.2 MB a
+# config and op it has not run before).
+MAX_BYTES = 256 * 2**20
 # TensorFlow fails a compilation if it cannot write an entry: below this much free space in the
 # private directory it only reads.
 MIN_FREE_BYTES = 256 * 2**20
@@ -66,6 +75,7 @@ def enable() -> bool:
         private = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{_host()}-{os.getpid()}-", dir=root))
         for entry in complete_entries(shared):
             (private / entry).symlink_to(shared / entry)
+            _touch(shared / entry)  # in use: the last an eviction takes
         read_only = shutil.disk_usage(private).free < MIN_FREE_BYTES
     except OSError:
         return False
@@ -77,6 +87,13 @@ def enable() -> bool:
 
     multiprocessing.util.Finalize(None, _finish, exitpriority=10)
     return True
+
+
+def drop_inherited() -> None:
+    """Leave the cache out of this process: the flags a parent process's `enable` added go."""
+    ours = os.environ.pop(FLAGS_ENV, None)
+    if ours and "TF_XLA_FLAGS" in os.environ:
+        os.environ["TF_XLA_FLAGS"] = os.environ["TF_XLA_FLAGS"].replace(ours, "").strip()
 
 
 def shared_directory(base: Path | None = None) -> Path:
@@ -118,9 +135,31 @@ def publish() -> int:
             if name.startswith(ENTRY_PREFIX) and name not in complete and not (private / name).is_symlink():
                 _publish_one(private / name, shared)
                 published += 1
+        if published:
+            evict(shared)
     except OSError:
         pass
     return published
+
+
+def evict(shared: Path, max_bytes: int = MAX_BYTES) -> None:
+    """Remove the entries least recently linked until the cache holds at most `max_bytes`, none
+    linked within STALE_SECONDS (a run that linked one may be about to read it)."""
+    entries = []
+    for name in os.listdir(shared):
+        if name.startswith(ENTRY_PREFIX) and SIZE_MARK not in name:
+            try:
+                stat = (shared / name).stat()
+            except OSError:
+                continue
+            entries.append((stat.st_mtime, stat.st_size, name))
+    total, now = sum(size for _, size, _ in entries), time.time()
+    for mtime, size, name in sorted(entries):
+        if total <= max_bytes or now - mtime < STALE_SECONDS:
+            break
+        for path in [shared / name, *shared.glob(f"{name}{SIZE_MARK}*")]:
+            path.unlink(missing_ok=True)
+        total -= size
 
 
 def _publish_one(source: Path, shared: Path) -> None:
@@ -164,8 +203,18 @@ def _remove_stale(root: Path, shared: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
     now = time.time()
     for path in shared.iterdir():
-        if path.name.startswith(TEMPORARY_PREFIX) and now - path.stat().st_mtime > STALE_SECONDS:
-            path.unlink(missing_ok=True)
+        try:
+            if path.name.startswith(TEMPORARY_PREFIX) and now - path.stat().st_mtime > STALE_SECONDS:
+                path.unlink()
+        except OSError:  # renamed or removed by its own process meanwhile
+            pass
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:  # a cache we may read but not write
+        pass
 
 
 def _host() -> str:

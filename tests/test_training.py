@@ -335,3 +335,12 @@ def test_a_later_trainer_of_the_same_architecture_runs_on_the_graphs_of_an_earli
     trainer((2, 3), graphs, config_for("nau", op="add", eval_every=100, polish_every=100, polish_iterations=3))
     trainer((2, 3, 4), graphs)
     assert len(graphs) == 9
+    # One replica's chunk holds its stream as constants: never another seed's.
+    alone, other = trainer((5,), graphs), trainer((6,), graphs)
+    assert alone.architectures[0].chunk.chunk is not other.architectures[0].chunk.chunk
+    own = trainer((6,))
+    for each in (other, own):
+        each.train(100)
+    for a, b in zip(other.replica_params(0), own.replica_params(0)):
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name])

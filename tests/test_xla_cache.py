@@ -111,15 +111,38 @@ def test_a_later_run_reads_its_compilations_from_the_cache_and_trains_the_same_n
     (shared,) = cache.iterdir()
     entries = sorted(xla_cache.complete_entries(shared))
     assert len(entries) == 2  # the two members' training chunks
-    listing = {p.name: p.stat().st_mtime_ns for p in shared.iterdir()}
+    listing = {p.name: p.stat().st_ino for p in shared.iterdir()}  # a publish renames a new file in
     train(tmp_path, "other_seed", 1, cache)
-    assert {p.name: p.stat().st_mtime_ns for p in shared.iterdir()} == listing  # another seed: nothing compiled anew
+    assert {p.name: p.stat().st_ino for p in shared.iterdir()} == listing  # another seed: nothing compiled anew
     # An entry cut short (a disk's damage: nalu publishes whole files only) is not read: the next run
     # compiles that graph again, publishes it whole, and reads the other one.
     damaged = shared / entries[0]
     damaged.write_bytes(damaged.read_bytes()[:1000])
     again = train(tmp_path, "again", 0, cache)
     assert sorted(xla_cache.complete_entries(shared)) == entries
-    assert (shared / entries[1]).stat().st_mtime_ns == listing[entries[1]]
+    assert (shared / entries[1]).stat().st_ino == listing[entries[1]]
     assert metrics_without_timing(again) == metrics_without_timing(first)  # read or compiled: the same numbers
     assert private_directories() <= before  # each run removed its own at exit
+
+
+def test_eviction_takes_the_entries_least_recently_linked_and_none_linked_lately(tmp_path):
+    now = __import__("time").time()
+    for index, age in enumerate((3 * 3600, 2 * 3600, 60)):  # linked 3 h, 2 h and a minute ago
+        entry = tmp_path / f"xla_compile_cache__{index}__0__XLA_CPU_JIT.pb"
+        entry.write_bytes(b"x" * 100)
+        (tmp_path / f"{entry.name}.bytes-100").touch()
+        os.utime(entry, (now - age, now - age))
+    xla_cache.evict(tmp_path, max_bytes=150)  # 300 bytes: the two oldest go
+    assert sorted(xla_cache.complete_entries(tmp_path)) == ["xla_compile_cache__2__0__XLA_CPU_JIT.pb"]
+    xla_cache.evict(tmp_path, max_bytes=0)  # the last was linked a minute ago: a run may be about to read it
+    assert xla_cache.complete_entries(tmp_path) == ["xla_compile_cache__2__0__XLA_CPU_JIT.pb"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["xla_compile_cache__2__0__XLA_CPU_JIT.pb",
+                                                           "xla_compile_cache__2__0__XLA_CPU_JIT.pb.bytes-100"]
+
+
+def test_a_process_without_the_cache_drops_the_flags_its_parent_added(monkeypatch):
+    ours = "--tf_xla_persistent_cache_directory=/dev/shm/x --tf_xla_persistent_cache_read_only=false"
+    monkeypatch.setenv("TF_XLA_FLAGS", f"--xla_other_flag=1 {ours}")
+    monkeypatch.setenv(xla_cache.FLAGS_ENV, ours)
+    xla_cache.drop_inherited()
+    assert os.environ["TF_XLA_FLAGS"] == "--xla_other_flag=1" and xla_cache.FLAGS_ENV not in os.environ

@@ -18,7 +18,7 @@ def run_group(work: dict, threads: int = 1) -> list[dict]:
     TensorFlow on `threads` threads (the numbers do not depend on it)."""
     from nalu_cli._tf import import_tensorflow, use_threads
 
-    tf = import_tensorflow()
+    tf = import_tensorflow(cache_compilations=False)  # its keys would mostly miss here: see xla_cache
     use_threads(tf, threads)  # one when the workers fill the cores: the fastest per model
     from nalu_cli.training import ReplicaTrainer, result_record
     from nalu_cli.training.architecture import Graphs

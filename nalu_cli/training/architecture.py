@@ -42,8 +42,9 @@ class Architecture:
         # The graphs below close over the template model, not over this architecture and its sets.
         pure_forward = functools.partial(forward, self.model)
         reuse = graph_reuse(graphs, member, len(replicas))
-        self.chunk = ChunkRunner(reuse(("chunk",), lambda: make_chunk(pure_forward, self.layers, replicas, training)),
-                                 streams=streams(replicas))
+        make = lambda: make_chunk(pure_forward, self.layers, replicas, training)  # noqa: E731
+        # One replica's chunk draws its stream from constants (step.make_chunk): its own.
+        self.chunk = ChunkRunner(make() if len(replicas) == 1 else reuse(("chunk",), make), streams=streams(replicas))
         self.snap_selection = training.snap_selection and can_snap(self.layers, params)
         self.evaluate = make_evaluator(pure_forward, self.layers, specs, self.snap_selection, shared=shared_sets,
                                        reuse=reuse)
