@@ -17,8 +17,10 @@ def import_tensorflow(cache_compilations: bool = True):
 
         return tensorflow
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    # before TensorFlow reads TF_XLA_FLAGS
-    xla_cache.enable() if cache_compilations else xla_cache.drop_inherited()
+    if cache_compilations:  # before TensorFlow reads TF_XLA_FLAGS
+        xla_cache.enable()
+    else:
+        xla_cache.drop_inherited()
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)

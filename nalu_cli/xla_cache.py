@@ -1,5 +1,5 @@
 """A cache of XLA's compiled training graphs shared by the runs of this machine: a run skips the
-compilation an earlier run already did (about 1.5 s of a 6-9 s `nalu train`; README, "Speed").
+compilation an earlier run already did (0.55-1.1 s of a 5-13 s `nalu train` here; README, "Speed and memory").
 
 TensorFlow keeps the executables it compiles in a directory when asked
 (TF_XLA_FLAGS=--tf_xla_persistent_cache_directory), keyed by the compiled program. A training
@@ -15,7 +15,7 @@ disk) fails the compilation itself. So TensorFlow never writes to the shared dir
   to disk and renames, a whole file or none, then records the entry's size by the name of an
   empty file beside it (`ENTRY.bytes-N`); an entry is linked only if its size is the one recorded;
 - anything going wrong (no home, a read-only or full disk) leaves the cache out of the run,
-  which then runs as without it: never slower to fail, never failed by it.
+  which then runs as without it, never failed by it.
 
 The shared directory is per TensorFlow version and CPU (an executable is compiled for the
 host's instruction set: a home shared between machines must not hand one to another), and holds
