@@ -286,8 +286,8 @@ def sample_streams_tf(spec: TaskSpec, batch_size: int, keys, masks, step):
     that one compiled graph serves any seeds: `keys` the R streams' keys (uint64), `masks` their
     slices (`slice_masks`). `spec` gives what they share: the op, the input shape and the range.
 
-    The op stays a constant: chosen in the graph (a switch on an op argument), a*b's targets are
-    no longer fused into the loss that reads them, and training's numbers changed in the last bits."""
+    The op stays a constant: chosen in the graph (a switch on an op argument), a*b's training
+    changed in the last bits (its product, we think, no longer fused into the loss that reads it)."""
     import tensorflow as tf
 
     x = _map_to_intervals(spec.interpolation_range, uniform_tf(keys, step, (batch_size, *spec.shape())), tf.where)
