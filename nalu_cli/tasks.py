@@ -265,11 +265,17 @@ def sample_batches_tf(specs: list[TaskSpec], batch_size: int, keys: list[int], s
     range must be shared. Slice sums are one masked matmul, so they add in a different order
     than `sample_batch_tf`'s: targets agree to float rounding.
     """
+    return sample_streams_tf(shared_task(specs), batch_size, keys, slice_masks(specs), step)
+
+
+def shared_task(specs: list[TaskSpec]) -> TaskSpec:
+    """The first of `specs`, which replicas sampled together must agree with in op, input shape
+    and range (their slices and seeds may differ)."""
     first = specs[0]
     shared = lambda s: (s.op, s.shape(), s.interpolation_range)  # noqa: E731
     if any(shared(s) != shared(first) for s in specs):
         raise ValueError("replicas sampled together must share op, input shape and range")
-    return sample_streams_tf(first, batch_size, keys, slice_masks(specs), step)
+    return first
 
 
 def slice_masks(specs: list[TaskSpec]) -> np.ndarray:

@@ -11,9 +11,10 @@ disk) fails the compilation itself. So TensorFlow never writes to the shared dir
 
 - it is given a private directory of this process (in /dev/shm where there is one) holding a
   symbolic link to each complete entry of the shared one;
-- what it adds there, `publish` copies to the shared directory under a temporary name, flushes
-  to disk and renames, a whole file or none, then records the entry's size by the name of an
-  empty file beside it (`ENTRY.bytes-N`); an entry is linked only if its size is the one recorded;
+- what it adds there, `publish` (at the process's exit) copies to the shared directory under a
+  temporary name, flushes to disk and renames, a whole file or none, then records the entry's
+  size by the name of an empty file beside it (`ENTRY.bytes-N`); an entry is linked only if its
+  size is the one recorded;
 - anything going wrong (no home, a read-only or full disk) leaves the cache out of the run,
   which then runs as without it, never failed by it.
 

@@ -344,3 +344,13 @@ def test_a_later_trainer_of_the_same_architecture_runs_on_the_graphs_of_an_earli
     for a, b in zip(other.replica_params(0), own.replica_params(0)):
         for name in a:
             np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_replicas_of_other_ops_cannot_share_a_chunk_s_streams():
+    """The chunk draws every stream as its first replica's task: replicas of another op are refused."""
+    from nalu_cli.training.step import streams
+
+    replicas = [Replica.for_seed(config_for("nau", op=op), 0) for op in ("mul", "add")]
+    with pytest.raises(ValueError, match="must share op"):
+        streams(replicas)
+    assert [t.shape for t in streams(replicas[:1] * 2)] == [(2,), (2, 20, 2)]

@@ -26,7 +26,7 @@ class Architecture:
 
     def __init__(self, member: Member, indices: slice, shared_sets: dict | None = None, graphs: dict | None = None):
         """`shared_sets`: see evaluate.make_evaluator (one dict for a trainer's architectures).
-        `graphs`: graphs made by earlier architectures in the process (see `reuse`), or None."""
+        `graphs`: graphs made by earlier architectures in the process (see `graph_reuse`), or None."""
         replicas, training = member.replicas, member.training
         shapes = {(r.spec.kind, r.spec.input_size) for r in replicas}
         if len(shapes) != 1:
@@ -41,7 +41,7 @@ class Architecture:
         specs = [r.spec for r in replicas]
         # The graphs below close over the template model, not over this architecture and its sets.
         pure_forward = functools.partial(forward, self.model)
-        reuse = graph_reuse(graphs, member, len(replicas))
+        reuse = graph_reuse(graphs, member)
         make = lambda: make_chunk(pure_forward, self.layers, replicas, training)  # noqa: E731
         # One replica's chunk draws its stream from constants (step.make_chunk): its own.
         self.chunk = ChunkRunner(make() if len(replicas) == 1 else reuse(("chunk",), make), streams=streams(replicas))
@@ -88,12 +88,12 @@ class Graphs(dict):
         return self[key]
 
 
-def graph_reuse(graphs: Graphs | None, member: Member, replicas: int):
+def graph_reuse(graphs: Graphs | None, member: Member):
     """reuse(key, make) -> `make()`, or the graph `key` (a tuple: what it is) made before for
     `member`'s architecture, settings and task (op, input shape, range) at this replica count (none is kept without `graphs`)."""
     spec = member.replicas[0].spec
     signature = (repr(member.model), repr(member.training), spec.op, spec.kind, spec.shape(), spec.interpolation_range,
-                 replicas)
+                 len(member.replicas))
 
     def reuse(key, make):
         return make() if graphs is None else graphs.get_or_make((*key, *signature), make)

@@ -129,8 +129,9 @@ def streams(replicas) -> tuple:
     slices [R, n, 2] (tasks.slice_masks); () for one replica."""
     if len(replicas) == 1:
         return ()
-    return (tf.constant(np.array([r.data_seed for r in replicas], np.uint64)),
-            tf.constant(tasks.slice_masks([r.spec for r in replicas])))
+    specs = [r.spec for r in replicas]
+    tasks.shared_task(specs)  # the chunk draws every stream as the first replica's task
+    return tf.constant(np.array([r.data_seed for r in replicas], np.uint64)), tf.constant(tasks.slice_masks(specs))
 
 
 class ChunkRunner:

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from nalu_cli import tasks, xla_cache
+from nalu_cli import tasks
 from nalu_cli._tf import release_freed_memory
 from nalu_cli.config import ModelConfig, TrainingConfig
 from nalu_cli.training import optimizer, selection
@@ -59,7 +59,6 @@ class ReplicaTrainer:
         self.step, self.polish_seconds, self.interrupted = 0, 0.0, False
         self.thresholds = np.array([tasks.success_threshold(r.spec) for r in self.replicas])
         self._evaluated = False  # whether step 0 has been evaluated (fit does it once)
-        self._published = False  # whether the compiled chunks went to the XLA cache (xla_cache.publish)
 
     def architecture(self, index: int) -> Architecture:
         """The architecture replica `index` belongs to."""
@@ -159,9 +158,6 @@ class ReplicaTrainer:
             entries = self.evaluate_and_select(losses)
             if not self._evaluated:  # the evaluators have just compiled
                 release_freed_memory()
-            if self.step and not self._published:  # the chunks too: their executables, for later runs
-                xla_cache.publish()
-                self._published = True
             selection.mark_solved(self.results, self.thresholds, self.step, time.perf_counter() - started)
             selection.stop(self.results, self.status, self.thresholds, groups, early_stop, self.step)
             self._evaluated, losses = True, None
