@@ -17,7 +17,8 @@ own seed (`sample_numpy`). Arrays are [N, n] (static) or [N, T, n] (recurrent).
 
 from __future__ import annotations
 
-import functools
+import threading
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -348,6 +349,43 @@ def threshold_estimate(spec: TaskSpec, intervals=None, samples: int = THRESHOLD_
     return _threshold_cached(spec.op, groups, length, ranges, samples)
 
 
-@functools.lru_cache(maxsize=64)
+def prefetch_threshold(spec: TaskSpec) -> None:
+    """Start simulating `spec`'s success threshold in a background thread; `success_threshold`
+    then waits for that result instead of simulating again. `nalu train` calls it before
+    importing TensorFlow: the simulation is numpy, which releases the GIL for its arrays, so
+    it runs on the other core while the import holds this one. A daemon thread: it ends with
+    the process, and a failure is raised again by `success_threshold`."""
+    threading.Thread(target=threshold_estimate, args=(spec,), name="threshold", daemon=True).start()
+
+
+class _Once:
+    """A cache of a function's results in which a call for a key being computed in another thread
+    waits for that computation (functools.lru_cache would compute it twice). A failed computation
+    is not kept: the next call tries again."""
+
+    def __init__(self, function):
+        self.function, self.lock, self.results = function, threading.Lock(), {}
+
+    def __call__(self, *key):
+        with self.lock:
+            future, owner = self.results.get(key), False
+            if future is None:
+                future = self.results[key] = Future()
+                owner = True
+        if owner:
+            try:
+                future.set_result(self.function(*key))
+            except BaseException as error:
+                with self.lock:
+                    del self.results[key]
+                future.set_exception(error)
+        return future.result()
+
+    def cache_clear(self) -> None:
+        with self.lock:
+            self.results.clear()
+
+
+@_Once
 def _threshold_cached(op: str, groups: tuple[int, ...], length: int | None, intervals, samples: int):
     return thresholds.near_solution_mse(op, groups, length, intervals, samples, fork(0, THRESHOLD_STREAM))

@@ -1,6 +1,8 @@
 """The static task's data: slice placement, slice sums, seeds, ranges, in-graph batches, thresholds."""
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -147,6 +149,44 @@ def test_success_threshold_is_a_property_of_the_task_not_of_where_a_seed_put_the
     assert first.subsets != second.subsets
     assert tasks.success_threshold(first, samples=20_000) == tasks.success_threshold(second, samples=20_000)
     assert tasks.success_threshold(first, samples=20_000) != tasks.success_threshold(spec_for("add"), samples=20_000)
+
+
+def test_a_prefetched_threshold_is_simulated_once_and_is_the_number_simulated_in_the_foreground(monkeypatch):
+    spec = spec_for("sub")
+    tasks._threshold_cached.cache_clear()
+    foreground = tasks.success_threshold(spec)
+    tasks._threshold_cached.cache_clear()
+    calls = []
+    simulate = thresholds.near_solution_mse
+    monkeypatch.setattr(thresholds, "near_solution_mse", lambda *args: calls.append(args) or simulate(*args))
+    tasks.prefetch_threshold(spec)  # `nalu train` starts it before importing TensorFlow
+    assert tasks.success_threshold(spec) == foreground
+    assert tasks.success_threshold(spec_for("sub", seed=3)) == foreground
+    assert len(calls) == 1
+    tasks._threshold_cached.cache_clear()
+
+
+def test_a_result_being_computed_is_waited_for_and_a_failure_is_not_kept():
+    release, calls = threading.Event(), []
+
+    def slow(key):
+        calls.append(key)
+        release.wait(10)
+        if key == "bad" and calls.count("bad") == 1:
+            raise RuntimeError("failed")
+        return key * 2
+
+    once = tasks._Once(slow)
+    with ThreadPoolExecutor(3) as pool:
+        waiting = [pool.submit(once, "ab") for _ in range(3)]
+        time.sleep(0.2)
+        release.set()
+        assert [future.result() for future in waiting] == ["abab"] * 3
+    assert calls == ["ab"]
+    with pytest.raises(RuntimeError, match="failed"):
+        once("bad")
+    assert once("bad") == "badbad"  # tried again, not the failure kept
+    assert once("bad") == "badbad" and calls == ["ab", "bad", "bad"]
 
 
 # Rough values from Madsen & Johansen for the default task (literature.md); ours are simulated.

@@ -79,6 +79,9 @@ def train(
         check_output(out, overwrite, kind="run")
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from nalu_cli import tasks
+
+    tasks.prefetch_threshold(tasks.TaskSpec.from_config(config.task, config.seed))  # beside the import
     import_tensorflow()
     from nalu_cli import training
 
