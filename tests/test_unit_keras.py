@@ -12,7 +12,7 @@ import pytest
 
 from nalu_cli.config import CELL_ONLY_UNITS, UNITS, ModelConfig
 from nalu_cli.export import make_meta, write_saved_model
-from nalu_cli.model import build_model
+from nalu_cli.model import build_model, get_params, initial_params
 from nalu_cli.unit_names import UNIT_CLASSES
 from nalu_cli.units import INALU, NALU, NMRU, UNIT_LAYERS, ArithmeticUnit, Gated, NaiNPU, RealNPU, ReLUMLP
 from tests.unit_cases import BATCH, CASE_IDS, CASES, IN, assign, random_params
@@ -127,6 +127,34 @@ def test_same_seed_same_initial_weights():
         np.testing.assert_array_equal(a, b)
         assert not np.array_equal(a, c)
 
+
+
+STATIC_UNITS = [unit for unit in UNITS if unit not in CELL_ONLY_UNITS]
+
+
+@pytest.mark.parametrize("first", STATIC_UNITS)
+def test_initial_params_are_the_weights_of_the_model_the_seed_builds_without_building_it(first):
+    # The trainer builds one Keras model per architecture and draws its other restarts' weights so.
+    for second, hidden, inputs, seed in (("nmu", 2, 100, 0), (first, 3, 7, 11), ("gated", 5, 10, 2**32 - 1)):
+        config = ModelConfig(layers=[first, second], hidden_size=hidden)
+        built = get_params(build_model(config, input_size=inputs, seed=seed))
+        drawn = initial_params(config, input_size=inputs, seed=seed)
+        assert [sorted(layer) for layer in drawn] == [sorted(layer) for layer in built]
+        for want, got in zip(built, drawn):
+            for name in want:
+                assert got[name].dtype == want[name].dtype and got[name].shape == want[name].shape
+                np.testing.assert_array_equal(got[name], want[name], err_msg=f"{first}-{second} {name}")
+    seed_0, seed_1 = (initial_params(ModelConfig(layers=[first, "nmu"]), input_size=100, seed=seed)[0] for seed in (0, 1))
+    assert any(not np.array_equal(seed_0[name], seed_1[name]) for name in seed_0)
+
+
+def test_a_recurrent_models_initial_params_are_its_built_weights():
+    config = ModelConfig(layers=["nau", "nmu"])
+    built = get_params(build_model(config, input_size=10, seed=4, kind="recurrent"))
+    drawn = initial_params(config, input_size=10, seed=4, kind="recurrent")
+    for want, got in zip(built, drawn):
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name])
 
 # -- a fresh process: SavedModels without nalu_cli, then the .keras file with it ------------------
 

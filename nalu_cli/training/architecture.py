@@ -13,7 +13,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from nalu_cli.model import build_model, forward, get_params, unit_layers
+from nalu_cli.model import build_model, forward, get_params, initial_params, unit_layers
 from nalu_cli.training import optimizer
 from nalu_cli.training.evaluate import can_snap, make_evaluator
 from nalu_cli.training.polish import make_polish
@@ -33,10 +33,13 @@ class Architecture:
             raise ValueError(f"replicas must share one task kind and input size, got {sorted(shapes)}")
         (kind, input_size), = shapes
         self.model_config, self.training, self.replicas, self.indices = member.model, training, replicas, indices
-        models = [build_model(member.model, input_size, seed=r.init_seed, kind=kind) for r in replicas]
-        self.model = models[0]  # the template whose layers' pure functions run every replica
+        # The template whose layers' pure functions run every replica; the other replicas' initial
+        # weights are those their own models would have, drawn without building them.
+        self.model = build_model(member.model, input_size, seed=replicas[0].init_seed, kind=kind)
         self.layers = unit_layers(self.model)
-        params = tf.nest.map_structure(lambda *leaves: tf.constant(np.stack(leaves)), *[get_params(m) for m in models])
+        initial = [get_params(self.model)] + [initial_params(member.model, input_size, r.init_seed, kind)
+                                              for r in replicas[1:]]
+        params = tf.nest.map_structure(lambda *leaves: tf.constant(np.stack(leaves)), *initial)
         self.state = TrainState(params, optimizer.init(params, optimizer.split_weights(params, training.optimizer)))
         specs = [r.spec for r in replicas]
         # The graphs below close over the template model, not over this architecture and its sets.
