@@ -3,7 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+# TensorFlow's C++ logs off but for fatal errors, as `nalu` sets them itself when the variable is
+# unset: at 2, a run that loads XLA's cached compilations (nalu_cli/xla_cache.py) printed six
+# "E0000 ... cpu_aot_loader" lines in `make demo` (LLVM tuning flags it reads as missing CPU
+# features; the cache is per CPU model), which a user reads as a failure.
+export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 .PHONY: install demo test bench clean
 
