@@ -349,13 +349,23 @@ def threshold_estimate(spec: TaskSpec, intervals=None, samples: int = THRESHOLD_
     return _threshold_cached(spec.op, groups, length, ranges, samples)
 
 
-def prefetch_threshold(spec: TaskSpec) -> None:
+def prefetch_threshold(spec: TaskSpec) -> threading.Thread:
     """Start simulating `spec`'s success threshold in a background thread; `success_threshold`
     then waits for that result instead of simulating again. `nalu train` calls it before
     importing TensorFlow: the simulation is numpy, which releases the GIL for its arrays, so
     it runs on the other core while the import holds this one. A daemon thread: it ends with
-    the process, and a failure is raised again by `success_threshold`."""
-    threading.Thread(target=threshold_estimate, args=(spec,), name="threshold", daemon=True).start()
+    the process. A failure is not kept: `success_threshold` simulates again and raises it in the
+    caller's thread, rather than the thread printing a traceback."""
+
+    def simulate():
+        try:
+            threshold_estimate(spec)
+        except Exception:  # noqa: BLE001 - raised again where the threshold is asked for
+            pass
+
+    thread = threading.Thread(target=simulate, name="threshold", daemon=True)
+    thread.start()
+    return thread
 
 
 class _Once:

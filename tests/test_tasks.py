@@ -166,6 +166,21 @@ def test_a_prefetched_threshold_is_simulated_once_and_is_the_number_simulated_in
     tasks._threshold_cached.cache_clear()
 
 
+def test_a_prefetch_that_fails_prints_nothing_and_the_threshold_raises_where_it_is_asked_for(monkeypatch, capsys):
+    def broken(*args):
+        raise RuntimeError("simulation failed")
+
+    uncaught = []  # what the thread would print as a traceback
+    monkeypatch.setattr(threading, "excepthook", uncaught.append)
+    tasks._threshold_cached.cache_clear()
+    monkeypatch.setattr(thresholds, "near_solution_mse", broken)
+    tasks.prefetch_threshold(spec_for("sub")).join(10)
+    with pytest.raises(RuntimeError, match="simulation failed"):
+        tasks.success_threshold(spec_for("sub"))
+    assert uncaught == [] and capsys.readouterr().err == ""
+    tasks._threshold_cached.cache_clear()
+
+
 def test_a_result_being_computed_is_waited_for_and_a_failure_is_not_kept():
     release, calls = threading.Event(), []
 

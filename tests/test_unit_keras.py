@@ -128,7 +128,6 @@ def test_same_seed_same_initial_weights():
         assert not np.array_equal(a, c)
 
 
-
 STATIC_UNITS = [unit for unit in UNITS if unit not in CELL_ONLY_UNITS]
 
 
@@ -155,6 +154,14 @@ def test_a_recurrent_models_initial_params_are_its_built_weights():
     for want, got in zip(built, drawn):
         for name in want:
             np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_initial_params_refuses_a_built_layer_whose_variables_it_would_replace():
+    model = build_model(ModelConfig(layers=["nau", "nmu"]), input_size=10, seed=0)
+    with pytest.raises(ValueError, match="unbuilt"):
+        model.layers[0].initial_params((None, 10))
+    assert isinstance(model.layers[0].w, keras.Variable)
+
 
 # -- a fresh process: SavedModels without nalu_cli, then the .keras file with it ------------------
 

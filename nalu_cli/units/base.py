@@ -97,7 +97,10 @@ class ArithmeticUnit(keras.layers.Layer):
         as the variables of a built layer, for a layer that is then discarded. A Keras variable
         costs about 5 ms here (tracking, eager ops); the trainer builds one Keras model per
         architecture and draws its other restarts' initial weights this way (model.initial_params).
+        An unbuilt layer only: a built one keeps its variables.
         """
+        if self.built:
+            raise ValueError(f"initial_params needs an unbuilt layer; {self.name} is built")
         self._initial_values_only = True
         try:
             self.build(input_shape)
