@@ -151,8 +151,12 @@ def test_success_threshold_is_a_property_of_the_task_not_of_where_a_seed_put_the
     assert tasks.success_threshold(first, samples=20_000) != tasks.success_threshold(spec_for("add"), samples=20_000)
 
 
+# A task no other test trains: a `nalu train` run in this process may have left its own prefetch running.
+PREFETCHED = {"input_size": 37}
+
+
 def test_a_prefetched_threshold_is_simulated_once_and_is_the_number_simulated_in_the_foreground(monkeypatch):
-    spec = spec_for("sub")
+    spec = spec_for("sub", **PREFETCHED)
     tasks._threshold_cached.cache_clear()
     foreground = tasks.success_threshold(spec)
     tasks._threshold_cached.cache_clear()
@@ -161,22 +165,26 @@ def test_a_prefetched_threshold_is_simulated_once_and_is_the_number_simulated_in
     monkeypatch.setattr(thresholds, "near_solution_mse", lambda *args: calls.append(args) or simulate(*args))
     tasks.prefetch_threshold(spec)  # `nalu train` starts it before importing TensorFlow
     assert tasks.success_threshold(spec) == foreground
-    assert tasks.success_threshold(spec_for("sub", seed=3)) == foreground
-    assert len(calls) == 1
+    assert tasks.success_threshold(spec_for("sub", seed=3, **PREFETCHED)) == foreground
+    assert len([args for args in calls if args[1] == tasks.threshold_groups(spec)]) == 1
     tasks._threshold_cached.cache_clear()
 
 
 def test_a_prefetch_that_fails_prints_nothing_and_the_threshold_raises_where_it_is_asked_for(monkeypatch, capsys):
-    def broken(*args):
+    simulate = thresholds.near_solution_mse
+
+    def broken(op, groups, *args):
+        if groups != tasks.threshold_groups(spec_for("sub", **PREFETCHED)):
+            return simulate(op, groups, *args)
         raise RuntimeError("simulation failed")
 
     uncaught = []  # what the thread would print as a traceback
     monkeypatch.setattr(threading, "excepthook", uncaught.append)
     tasks._threshold_cached.cache_clear()
     monkeypatch.setattr(thresholds, "near_solution_mse", broken)
-    tasks.prefetch_threshold(spec_for("sub")).join(10)
+    tasks.prefetch_threshold(spec_for("sub", **PREFETCHED)).join(10)
     with pytest.raises(RuntimeError, match="simulation failed"):
-        tasks.success_threshold(spec_for("sub"))
+        tasks.success_threshold(spec_for("sub", **PREFETCHED))
     assert uncaught == [] and capsys.readouterr().err == ""
     tasks._threshold_cached.cache_clear()
 
