@@ -9,7 +9,7 @@ with `RegularizerSchedule` (the published schedules) and `SnapSelection` on 10,0
 interpolation samples, at nalu's defaults for this model (learning rate 0.01, batch 128, an
 evaluation every 1,000 steps). A seed succeeds when the selected weights' MSE on 10,000
 samples of U[2, 6] is below the Madsen & Johansen threshold nalu simulates for the task
-(`tasks.success_threshold`, 0.16); as in `nalu train`, training stops once they do, and
+(`thresholds.success_threshold`, 0.16); as in `nalu train`, training stops once they do, and
 "solved at" is that step. Both optimisers see the same data and initial weights per seed.
 Prints a table per optimiser (successes with a 95% Wilson interval, median solved-at step and
 seconds over solved seeds) and one line per seed; `--json FILE` writes the per-seed records.
@@ -82,11 +82,11 @@ def test_mse(model, test) -> float:
 
 
 def threshold() -> float:
-    from nalu_cli import tasks
+    from nalu_cli import tasks, thresholds
 
     spec = tasks.TaskSpec(op="mul", input_size=100, subsets=((0, 25), (13, 38)), interpolation_range=((1.0, 2.0),),
                           extrapolation_range=((2.0, 6.0),), seed=0)
-    return tasks.success_threshold(spec)
+    return thresholds.success_threshold(spec)
 
 
 def run(seed: int, optimizer: str, steps: int, limit: float) -> dict:

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/threshold_cost.py [--inputs 100,1000,10000] [--ops mul,div]
         [--compare 100,1000,recurrent] [--exact-sums 17,24,33,64 [--samples 2000000]]
 
-Times `tasks.success_threshold` (caches cleared before each call) for the static task at each
+Times `thresholds.success_threshold` (caches cleared before each call) for the static task at each
 input size (default slices: 25% of the inputs, overlapping by half; extrapolation U[2,6]) and
 for the default recurrent task (10 inputs, T = 1000, seed 0's slices), and prints seconds and
 threshold per row. Runs on nalu 0.7.0 too (the threshold from whole input vectors).
@@ -28,12 +28,12 @@ import time
 
 import numpy as np
 
-from nalu_cli import tasks
+from nalu_cli import tasks, thresholds
 from nalu_cli.config import resolve
 
 
 def clear_caches() -> None:
-    for value in vars(tasks).values():
+    for value in [*vars(tasks).values(), *vars(thresholds).values()]:
         if hasattr(value, "cache_clear"):
             value.cache_clear()
 
@@ -46,7 +46,7 @@ def spec_for(kind: str, op: str, input_size: int | None) -> tasks.TaskSpec:
 def timed_threshold(spec: tasks.TaskSpec) -> tuple[float, float]:
     clear_caches()
     started = time.perf_counter()
-    value = tasks.success_threshold(spec)
+    value = thresholds.success_threshold(spec)
     return time.perf_counter() - started, value
 
 
@@ -54,7 +54,7 @@ def full_vector_threshold(spec: tasks.TaskSpec, samples: int) -> tuple[float, fl
     """(threshold, standard error) from whole input vectors, by the definition: the perturbed
     weights as matrices, the recurrent cell run step by step. The slices start at input 0 and the
     numbers come from the threshold's stream in nalu 0.7.0's chunks, so this is 0.7.0's threshold."""
-    eps, n = tasks.SUCCESS_EPSILON, spec.input_size
+    eps, n = thresholds.SUCCESS_EPSILON, spec.input_size
     shift = min(start for start, _ in spec.subsets)
     subsets = tuple((lo - shift, hi - shift) for lo, hi in spec.subsets)
     weights = np.full((n, 2), eps)
@@ -99,7 +99,7 @@ def compare_full_vectors(rows: list[str], ops: list[str]) -> None:
         kind, input_size = ("recurrent", None) if row == "recurrent" else ("static", int(row))
         spec = spec_for(kind, ops[0], input_size)
         numbers = math.prod(spec.shape(spec.extrapolation_length))
-        samples = tasks.THRESHOLD_SAMPLES  # 0.7.0's recurrent count: 2 * 10^7 input numbers
+        samples = thresholds.THRESHOLD_SAMPLES  # 0.7.0's recurrent count: 2 * 10^7 input numbers
         if spec.recurrent:
             samples = max(1_000, min(samples, 20_000_000 // numbers))
         print(f"\n{kind}, input {spec.input_size}, slices {spec.subsets}: whole input vectors ({samples} samples) "
@@ -108,7 +108,7 @@ def compare_full_vectors(rows: list[str], ops: list[str]) -> None:
             spec = spec_for(kind, op, input_size)
             reference, reference_error = full_vector_threshold(spec, samples)
             clear_caches()
-            value, error = estimate(spec) if estimate else (tasks.success_threshold(spec), float("nan"))
+            value, error = estimate(spec) if estimate else (thresholds.success_threshold(spec), float("nan"))
             combined = math.hypot(reference_error, error)
             print(f"  {op:<6} whole {reference:.6g} +- {reference_error:.2g}   nalu {value:.6g} +- {error:.2g}   "
                   f"difference {(value - reference) / reference:+.2%} = {(value - reference) / combined:+.2f} sd",
@@ -120,7 +120,6 @@ RANGES = {"U[2,6]": ((2.0, 6.0),), "U[0.1,10]": ((0.1, 10.0),), "[2,3]u[4,6]": (
 
 def compare_exact_sums(sizes: list[int], ops: list[str], samples: int) -> None:
     """Slice groups of `size` inputs each (and 50 others): uniform_sums against sums of every draw."""
-    from nalu_cli import thresholds
 
     exact = 10**9
     print(f"\nslice groups (k, k, k) and 50 others, {samples} samples each: uniform_sums against exact sums")

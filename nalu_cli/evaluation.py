@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nalu_cli import magnitudes, tasks
+from nalu_cli import magnitudes, tasks, thresholds
 from nalu_cli.config import check_domain, from_dict, parse_range
 from nalu_cli.errors import NaluError
 from nalu_cli.rundir import resolve_source
@@ -115,9 +115,9 @@ def evaluate(path: Path) -> dict:
     baseline = random_baseline_mse(model_config, spec, datasets)
     # Recurrent: the validation sequences have the training length, the test ones the extrapolation length.
     lengths = {"interpolation": spec.length, "extrapolation": spec.extrapolation_length}
-    thresholds = {
-        "interpolation": tasks.success_threshold(spec, spec.interpolation_range, length=spec.length),
-        "extrapolation": tasks.success_threshold(spec),
+    limits = {
+        "interpolation": thresholds.success_threshold(spec, spec.interpolation_range, length=spec.length),
+        "extrapolation": thresholds.success_threshold(spec),
     }
     report = {"path": str(path), "task": {**spec.to_dict(), "formula": spec.formula()}}
     for name, (x, y) in datasets.items():
@@ -125,14 +125,14 @@ def evaluate(path: Path) -> dict:
         report[name] = {
             "length": lengths[name],  # null on the static task
             "mse": finite_or_none(model_mse),
-            "threshold": thresholds[name],
-            "below_threshold": bool(model_mse < thresholds[name]),
+            "threshold": limits[name],
+            "below_threshold": bool(model_mse < limits[name]),
             "random_baseline_mse": baseline[name],
             "normalized_error": normalized_error(model_mse, baseline[name]),
         }
     report["success"] = report["extrapolation"]["below_threshold"]
     report["criterion"] = (
-        f"extrapolation MSE < MSE of a near-perfect solution (eps={tasks.SUCCESS_EPSILON:g}), Madsen & Johansen 2020"
+        f"extrapolation MSE < MSE of a near-perfect solution (eps={thresholds.SUCCESS_EPSILON:g}), Madsen & Johansen 2020"
     )
     return report
 
@@ -212,7 +212,7 @@ def extrapolate(
             rng = tasks.fork(entropy, tasks.TEST_STREAM)
             x, y = tasks.sample_numpy(spec, intervals, samples or EXTRAPOLATE_SAMPLES, rng)
             model_mse = mse(predict(x), y)
-            threshold = tasks.success_threshold(spec, intervals, samples=100_000)
+            threshold = thresholds.success_threshold(spec, intervals, samples=100_000)
             rows.append(_row(intervals, None, model_mse, relative_error(model_mse, y), threshold))
             continue
         for length in lengths:
@@ -222,7 +222,7 @@ def extrapolate(
             model_mse, mean_square = _sequence_errors(spec, predict, intervals, length, count, rng)
             finite = math.isfinite(model_mse) and mean_square > 0
             error = finite_or_none(math.sqrt(model_mse / mean_square)) if finite else None
-            threshold = tasks.success_threshold(spec, intervals, samples=100_000, length=length)
+            threshold = thresholds.success_threshold(spec, intervals, samples=100_000, length=length)
             rows.append(_row(intervals, length, model_mse, error, threshold))
     return {
         "path": str(path),

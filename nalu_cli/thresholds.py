@@ -1,4 +1,4 @@
-"""Madsen & Johansen's success threshold, simulated from the sums of four groups of inputs.
+"""Madsen & Johansen's success threshold of a task, simulated from the sums of four groups of inputs.
 
 The near-perfect solution (first-layer weights 1 - eps on the slice entries, eps on every other
 input; eps = 1e-5) reads a' = (1 - eps) a + eps (total - a) and b' likewise, so its error
@@ -24,11 +24,20 @@ benchmarks/threshold_cost.py compares the result with the simulation from whole 
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future
+
 import numpy as np
 
 from nalu_cli import ops
+from nalu_cli.tasks import THRESHOLD_STREAM, TaskSpec, fork
 
 SUCCESS_EPSILON = 1e-5
+THRESHOLD_SAMPLES = 1_000_000
+# The recurrent threshold is simulated from this many drawn numbers (samples x length x numbers per
+# step: the slices' elements and the other inputs' sum), in float64: 2,000 to 10,000 sequences at
+# the default extrapolation length.
+THRESHOLD_NUMBERS_RECURRENT = 20_000_000
 # Slice groups up to this many inputs per interval of the range are summed exactly, draw by draw.
 EXACT_SUM_TERMS = 16
 
@@ -117,3 +126,98 @@ def near_recurrent(a_t, b_t, total_t):
     decay = (1 - 2 * eps) ** np.arange(length - 1, -1, -1, dtype=np.float64)  # lam^(T-t), t = 1..T
     p, q = (u1 + u2).sum(axis=1), ((u1 - u2) * decay).sum(axis=1)
     return (p + q) / 2, (p - q) / 2
+
+
+# -- a task's threshold -----------------------------------------------------------------------------
+
+
+def threshold_groups(spec: TaskSpec) -> tuple[int, int, int, int]:
+    """The sizes of the inputs' four groups by slice: in a only, in both, in b only, in neither."""
+    (a0, a1), (b0, b1) = spec.subsets
+    both = max(0, min(a1, b1) - max(a0, b0))
+    a_only, b_only = a1 - a0 - both, b1 - b0 - both
+    return a_only, both, b_only, spec.input_size - a_only - both - b_only
+
+
+def success_threshold(spec: TaskSpec, intervals=None, samples: int = THRESHOLD_SAMPLES, length: int | None = None) -> float:
+    """Madsen & Johansen's success threshold for this task.
+
+    The MSE, on the extrapolation range (or `intervals`), of a near-perfect solution:
+    first-layer weights 1 - eps on the correct slice entries and eps everywhere else
+    (eps = 1e-5), followed by an exact second layer. Simulated in float64 (nalu_cli/thresholds.py).
+
+    Recurrent: the same carried over to the cell, at `length` steps (default the
+    extrapolation length): every cell weight that is 1 in the exact solution (the slice
+    entries and the recurrence h_{t-1} -> h_t) at 1 - eps, every other one (the other
+    inputs, the cross terms of the recurrence) at eps, initial state 0, exact output layer.
+
+    The inputs are i.i.d., so the threshold depends on the slices' lengths and overlap,
+    not on where a seed placed them: it is simulated once per task (op, group sizes, ranges)
+    from one fixed stream, and every seed of a task is held to the same number.
+    """
+    return threshold_estimate(spec, intervals, samples, length)[0]
+
+
+def threshold_estimate(spec: TaskSpec, intervals=None, samples: int = THRESHOLD_SAMPLES,
+                       length: int | None = None) -> tuple[float, float]:
+    """`success_threshold` and the Monte Carlo standard error of its estimate."""
+    intervals = spec.extrapolation_range if intervals is None else intervals
+    ranges = tuple((float(lo), float(hi)) for lo, hi in intervals)
+    groups = threshold_groups(spec)
+    length = (length or spec.extrapolation_length) if spec.recurrent else None
+    if spec.recurrent:
+        drawn = length * numbers_per_step(groups, ranges)
+        samples = max(1_000, min(samples, THRESHOLD_NUMBERS_RECURRENT // drawn))
+    return _threshold_cached(spec.op, groups, length, ranges, samples)
+
+
+def prefetch_threshold(spec: TaskSpec) -> threading.Thread:
+    """Start simulating `spec`'s success threshold in a background thread; `success_threshold`
+    then waits for that result instead of simulating again. `nalu train` calls it before
+    importing TensorFlow: the simulation is numpy, which releases the GIL for its arrays, so
+    it runs on the other core while the import holds this one. A daemon thread: it ends with
+    the process. A failure is not kept: `success_threshold` simulates again and raises it in the
+    caller's thread, rather than the thread printing a traceback."""
+
+    def simulate():
+        try:
+            threshold_estimate(spec)
+        except Exception:  # noqa: BLE001 - raised again where the threshold is asked for
+            pass
+
+    thread = threading.Thread(target=simulate, name="threshold", daemon=True)
+    thread.start()
+    return thread
+
+
+class _Once:
+    """A cache of a function's results in which a call for a key being computed in another thread
+    waits for that computation (functools.lru_cache would compute it twice). A failed computation
+    is not kept: the next call tries again."""
+
+    def __init__(self, function):
+        self.function, self.lock, self.results = function, threading.Lock(), {}
+
+    def __call__(self, *key):
+        with self.lock:
+            future, owner = self.results.get(key), False
+            if future is None:
+                future = self.results[key] = Future()
+                owner = True
+        if owner:
+            try:
+                future.set_result(self.function(*key))
+            except BaseException as error:
+                with self.lock:
+                    del self.results[key]
+                future.set_exception(error)
+        return future.result()
+
+    def cache_clear(self) -> None:
+        with self.lock:
+            self.results.clear()
+
+
+@_Once
+def _threshold_cached(op: str, groups: tuple[int, ...], length: int | None, intervals, samples: int):
+    return near_solution_mse(op, groups, length, intervals, samples, fork(0, THRESHOLD_STREAM))

@@ -318,7 +318,7 @@ def test_benchmark_workers_exit_when_their_parent_is_killed(tmp_path):
 
 def test_benchmark_task_recurrent_trains_the_recurrent_task(tmp_path, in_process_workers):
     """--task recurrent reaches every cell's config; the Trask protocol's random baseline runs recurrent models."""
-    from nalu_cli import tasks
+    from nalu_cli import tasks, thresholds
     from nalu_cli.config import resolve
 
     config = tmp_path / "small.yaml"
@@ -333,5 +333,5 @@ def test_benchmark_task_recurrent_trains_the_recurrent_task(tmp_path, in_process
     for record in records:
         task = resolve({"task": {"kind": "recurrent", "op": "add", "test_size": 20, "extrapolation_length": 20}}).task
         spec = tasks.TaskSpec.from_config(task, record["seed"])
-        assert record["success_threshold"] == pytest.approx(tasks.success_threshold(spec, length=20), rel=1e-6)
+        assert record["success_threshold"] == pytest.approx(thresholds.success_threshold(spec, length=20), rel=1e-6)
         assert record["normalized_extrapolation"] is not None

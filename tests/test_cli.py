@@ -215,13 +215,13 @@ def test_benchmark_task_reaches_every_cell():
 
 
 def test_recurrent_eval_reports_each_splits_length(recurrent_eval, recurrent_run):
-    from nalu_cli import tasks
+    from nalu_cli import tasks, thresholds
 
     report = recurrent_eval
     spec = tasks.TaskSpec.from_dict(report["task"])
     assert report["interpolation"]["length"] == 10 and report["extrapolation"]["length"] == 50
-    assert report["interpolation"]["threshold"] == tasks.success_threshold(spec, spec.interpolation_range, length=10)
-    assert report["extrapolation"]["threshold"] == tasks.success_threshold(spec, length=50)
+    assert report["interpolation"]["threshold"] == thresholds.success_threshold(spec, spec.interpolation_range, length=10)
+    assert report["extrapolation"]["threshold"] == thresholds.success_threshold(spec, length=50)
     assert report["extrapolation"]["normalized_error"] is not None  # the random baseline ran recurrent models
     summary = json.loads((recurrent_run / "summary.json").read_text())
     assert report["extrapolation"]["mse"] == pytest.approx(summary["extrapolation_mse"], rel=1e-3)
@@ -234,7 +234,7 @@ def test_recurrent_eval_table_shows_the_lengths(recurrent_run):
 
 
 def test_extrapolate_length_gives_one_row_per_length(recurrent_run, recurrent_eval, tmp_path):
-    from nalu_cli import tasks
+    from nalu_cli import tasks, thresholds
 
     result = invoke("extrapolate", recurrent_run, "--length", "10,100", "--length", "30", "--samples", "40",
                     "--json", "--plot", tmp_path / "lengths.png")
@@ -245,7 +245,7 @@ def test_extrapolate_length_gives_one_row_per_length(recurrent_run, recurrent_ev
     assert [row["length"] for row in rows] == [10, 100, 30]
     assert all(row["range"] == [[1.0, 2.0]] for row in rows)  # the recurrent extrapolation range: the training one
     for row in rows:
-        assert row["threshold"] == tasks.success_threshold(spec, spec.extrapolation_range, samples=100_000, length=row["length"])
+        assert row["threshold"] == thresholds.success_threshold(spec, spec.extrapolation_range, samples=100_000, length=row["length"])
         assert row["success"] == (row["mse"] < row["threshold"])
     assert (tmp_path / "lengths.png").stat().st_size > 0
     # Every length draws from its own stream: the same row whichever lengths come with it.

@@ -147,8 +147,8 @@ def test_batches_for_many_streams_at_once_match_one_stream_at_a_time():
 def test_success_threshold_is_a_property_of_the_task_not_of_where_a_seed_put_the_slices():
     first, second = spec_for("mul", seed=0), spec_for("mul", seed=1)
     assert first.subsets != second.subsets
-    assert tasks.success_threshold(first, samples=20_000) == tasks.success_threshold(second, samples=20_000)
-    assert tasks.success_threshold(first, samples=20_000) != tasks.success_threshold(spec_for("add"), samples=20_000)
+    assert thresholds.success_threshold(first, samples=20_000) == thresholds.success_threshold(second, samples=20_000)
+    assert thresholds.success_threshold(first, samples=20_000) != thresholds.success_threshold(spec_for("add"), samples=20_000)
 
 
 # A task no other test trains: a `nalu train` run in this process may have left its own prefetch running.
@@ -157,36 +157,36 @@ PREFETCHED = {"input_size": 37}
 
 def test_a_prefetched_threshold_is_simulated_once_and_is_the_number_simulated_in_the_foreground(monkeypatch):
     spec = spec_for("sub", **PREFETCHED)
-    tasks._threshold_cached.cache_clear()
-    foreground = tasks.success_threshold(spec)
-    tasks._threshold_cached.cache_clear()
+    thresholds._threshold_cached.cache_clear()
+    foreground = thresholds.success_threshold(spec)
+    thresholds._threshold_cached.cache_clear()
     calls = []
     simulate = thresholds.near_solution_mse
     monkeypatch.setattr(thresholds, "near_solution_mse", lambda *args: calls.append(args) or simulate(*args))
-    tasks.prefetch_threshold(spec)  # `nalu train` starts it before importing TensorFlow
-    assert tasks.success_threshold(spec) == foreground
-    assert tasks.success_threshold(spec_for("sub", seed=3, **PREFETCHED)) == foreground
-    assert len([args for args in calls if args[1] == tasks.threshold_groups(spec)]) == 1
-    tasks._threshold_cached.cache_clear()
+    thresholds.prefetch_threshold(spec)  # `nalu train` starts it before importing TensorFlow
+    assert thresholds.success_threshold(spec) == foreground
+    assert thresholds.success_threshold(spec_for("sub", seed=3, **PREFETCHED)) == foreground
+    assert len([args for args in calls if args[1] == thresholds.threshold_groups(spec)]) == 1
+    thresholds._threshold_cached.cache_clear()
 
 
 def test_a_prefetch_that_fails_prints_nothing_and_the_threshold_raises_where_it_is_asked_for(monkeypatch, capsys):
     simulate = thresholds.near_solution_mse
 
     def broken(op, groups, *args):
-        if groups != tasks.threshold_groups(spec_for("sub", **PREFETCHED)):
+        if groups != thresholds.threshold_groups(spec_for("sub", **PREFETCHED)):
             return simulate(op, groups, *args)
         raise RuntimeError("simulation failed")
 
     uncaught = []  # what the thread would print as a traceback
     monkeypatch.setattr(threading, "excepthook", uncaught.append)
-    tasks._threshold_cached.cache_clear()
+    thresholds._threshold_cached.cache_clear()
     monkeypatch.setattr(thresholds, "near_solution_mse", broken)
-    tasks.prefetch_threshold(spec_for("sub", **PREFETCHED)).join(10)
+    thresholds.prefetch_threshold(spec_for("sub", **PREFETCHED)).join(10)
     with pytest.raises(RuntimeError, match="simulation failed"):
-        tasks.success_threshold(spec_for("sub", **PREFETCHED))
+        thresholds.success_threshold(spec_for("sub", **PREFETCHED))
     assert uncaught == [] and capsys.readouterr().err == ""
-    tasks._threshold_cached.cache_clear()
+    thresholds._threshold_cached.cache_clear()
 
 
 def test_a_result_being_computed_is_waited_for_and_a_failure_is_not_kept():
@@ -199,7 +199,7 @@ def test_a_result_being_computed_is_waited_for_and_a_failure_is_not_kept():
             raise RuntimeError("failed")
         return key * 2
 
-    once = tasks._Once(slow)
+    once = thresholds._Once(slow)
     with ThreadPoolExecutor(3) as pool:
         waiting = [pool.submit(once, "ab") for _ in range(3)]
         time.sleep(0.2)
@@ -217,14 +217,14 @@ def test_a_result_being_computed_is_waited_for_and_a_failure_is_not_kept():
     "op, published", [("add", 1.5e-5), ("sub", 1.4e-8), ("mul", 0.16), ("div", 5e-12), ("square", 0.16), ("sqrt", 9e-9)]
 )
 def test_success_threshold_matches_the_published_order(op, published):
-    threshold = tasks.success_threshold(spec_for(op), samples=200_000)
+    threshold = thresholds.success_threshold(spec_for(op), samples=200_000)
     assert published / 1.3 < threshold < published * 1.3
 
 
 def whole_vector_threshold(spec, samples, seed=7):
     """The threshold by its definition: whole input vectors through the perturbed weights (float64),
     a recurrent cell run step by step. Returns the estimate and its standard error."""
-    eps, n = tasks.SUCCESS_EPSILON, spec.input_size
+    eps, n = thresholds.SUCCESS_EPSILON, spec.input_size
     weights = np.full((n, 2), eps)
     for column, (lo, hi) in enumerate(spec.subsets):
         weights[lo:hi, column] = 1 - eps
@@ -246,9 +246,9 @@ def test_threshold_from_group_sums_agrees_with_whole_input_vectors():
     # and 20 inputs, 15 in neither; a union range, so each interval's share is drawn too.
     for op in ("sub", "mul", "div", "sqrt"):
         spec = spec_for(op, input_size=60, subsets=[[0, 25], [5, 45]], extrapolation_range=[[2, 3], [4, 6]])
-        assert tasks.threshold_groups(spec) == (5, 20, 20, 15)
+        assert thresholds.threshold_groups(spec) == (5, 20, 20, 15)
         expected, expected_error = whole_vector_threshold(spec, 100_000)
-        value, error = tasks.threshold_estimate(spec, samples=100_000)
+        value, error = thresholds.threshold_estimate(spec, samples=100_000)
         assert abs(value - expected) < 4 * np.hypot(error, expected_error), op
         assert error < 0.01 * value  # the comparison is sharp: each estimate within 1%
 
@@ -257,7 +257,7 @@ def test_recurrent_threshold_from_group_sums_agrees_with_running_the_cell_on_who
     for op in ("add", "mul", "div"):
         spec = recurrent_spec(op, input_size=12, subsets=[[2, 5], [4, 8]], extrapolation_length=30)
         expected, expected_error = whole_vector_threshold(spec, 10_000)
-        value, error = tasks.threshold_estimate(spec, samples=10_000)
+        value, error = thresholds.threshold_estimate(spec, samples=10_000)
         assert abs(value - expected) < 4 * np.hypot(error, expected_error), op
         assert error < 0.03 * value
 
@@ -265,7 +265,7 @@ def test_recurrent_threshold_from_group_sums_agrees_with_running_the_cell_on_who
 def test_threshold_cost_does_not_grow_with_input_size():
     spec = spec_for("mul", input_size=1_000_000)
     started = time.perf_counter()
-    value = tasks.success_threshold(spec, samples=100_000)
+    value = thresholds.success_threshold(spec, samples=100_000)
     # 10^11 input numbers if drawn one by one (hours); four sums per sample (about 0.05 s)
     assert time.perf_counter() - started < 2.0
     assert value > 0
@@ -379,7 +379,7 @@ def test_recurrent_threshold_simulation_is_the_perturbed_cell_run_step_by_step()
     """The closed form in near_recurrent against h_t = x_t W_x + h_{t-1} W_h run directly (float64)."""
     spec = recurrent_spec("mul", seed=3)
     (a0, a1), (b0, b1) = spec.subsets
-    eps, n = tasks.SUCCESS_EPSILON, spec.input_size
+    eps, n = thresholds.SUCCESS_EPSILON, spec.input_size
     x = np.random.default_rng(0).uniform(1, 2, (20, 30, n))
     a, b = tasks.slice_sums(spec, x)
     near_a, near_b = thresholds.near_recurrent(x[:, :, a0:a1].sum(axis=2), x[:, :, b0:b1].sum(axis=2), x.sum(axis=2))
@@ -403,7 +403,7 @@ def test_recurrent_threshold_depends_on_slice_sizes_and_overlap_not_on_placement
     shape, specs = next((k, v) for k, v in by_shape.items() if len({s.subsets for s in v}) > 1)
     placed = {s.subsets: s for s in specs}
     first, second = list(placed.values())[:2]
-    threshold = tasks.success_threshold(first, samples=1_000)
-    assert tasks.success_threshold(second, samples=1_000) == threshold
+    threshold = thresholds.success_threshold(first, samples=1_000)
+    assert thresholds.success_threshold(second, samples=1_000) == threshold
     other = next(v[0] for k, v in by_shape.items() if k[:2] != shape[:2])
-    assert tasks.success_threshold(other, samples=1_000) != threshold
+    assert thresholds.success_threshold(other, samples=1_000) != threshold

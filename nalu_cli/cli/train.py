@@ -79,9 +79,9 @@ def train(
         check_output(out, overwrite, kind="run")
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from nalu_cli import tasks
+    from nalu_cli import tasks, thresholds
 
-    tasks.prefetch_threshold(tasks.TaskSpec.from_config(config.task, config.seed))  # beside the import
+    thresholds.prefetch_threshold(tasks.TaskSpec.from_config(config.task, config.seed))  # beside the import
     import_tensorflow()
     from nalu_cli import training
 

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from nalu_cli import tasks
+from nalu_cli import thresholds
 from nalu_cli._tf import release_freed_memory
 from nalu_cli.config import ModelConfig, TrainingConfig
 from nalu_cli.training import optimizer, selection
@@ -57,7 +57,7 @@ class ReplicaTrainer:
         self.status = selection.ReplicaStatus.start(len(self.replicas))
         self.results = [selection.ReplicaResult() for _ in self.replicas]
         self.step, self.polish_seconds, self.interrupted = 0, 0.0, False
-        self.thresholds = np.array([tasks.success_threshold(r.spec) for r in self.replicas])
+        self.thresholds = np.array([thresholds.success_threshold(r.spec) for r in self.replicas])
         self._evaluated = False  # whether step 0 has been evaluated (fit does it once)
 
     def architecture(self, index: int) -> Architecture:
