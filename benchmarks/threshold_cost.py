@@ -34,7 +34,7 @@ from nalu_cli.config import resolve
 
 def clear_caches() -> None:
     for value in [*vars(tasks).values(), *vars(thresholds).values()]:
-        if hasattr(value, "cache_clear"):
+        if hasattr(value, "cache_clear") and not isinstance(value, type):
             value.cache_clear()
 
 
