@@ -2,7 +2,7 @@
 
 The validation (interpolation) set selects; the test (extrapolation) set is only recorded.
 With snapping, the same call also scores each replica's weights rounded to their exact
-values (each unit's `snap`), a second selection candidate.
+values (each unit's `snap`, or an exact sum of sums: training/forms.py), a second selection candidate.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from nalu_cli import tasks
+from nalu_cli.training.forms import FORM_SAMPLES, best_form, composite_forms as forms_of
 from nalu_cli.training.selection import Candidate
 
 SPLITS = (("interpolation", tasks.validation_set), ("extrapolation", tasks.test_set))
@@ -49,8 +50,10 @@ def make_evaluator(forward, layers, specs: list, snap: bool, jit_compile: bool |
     # it stays uncompiled, so its numbers stay bit for bit those recorded in tests/data/golden_runs.json.
     if jit_compile is None:
         jit_compile = any(spec.recurrent for spec in specs)
-    make = lambda: make_scores(forward, layers, snap, len(specs) == 1, per_group, jit_compile)  # noqa: E731
-    scores = make() if reuse is None else reuse(("scores", per_group, jit_compile), make)
+    # A recurrent cell is not a sum of its inputs: the sum-of-sums forms are the static task's.
+    composite = not any(spec.recurrent for spec in specs)
+    make = lambda: make_scores(forward, layers, snap, len(specs) == 1, per_group, jit_compile, composite)  # noqa: E731
+    scores = make() if reuse is None else reuse(("scores", per_group, jit_compile, composite), make)
 
     def evaluate(params, polished: bool = False) -> list[Candidate]:
         return [
@@ -68,9 +71,11 @@ def make_evaluator(forward, layers, specs: list, snap: bool, jit_compile: bool |
     return evaluate
 
 
-def make_scores(forward, layers, snap: bool, single: bool, per_group: int, jit_compile: bool):
+def make_scores(forward, layers, snap: bool, single: bool, per_group: int, jit_compile: bool, composite: bool = False):
     """scores(params, sets) -> [(params, {split: MSE [R]})], and the snapped params' if `snap`:
-    the graph an evaluator runs, for any sets of the layout (`shared_layout`) `single`, `per_group`."""
+    the graph an evaluator runs, for any sets of the layout (`shared_layout`) `single`, `per_group`.
+    The snapped params are each unit's `snap`, or with `composite` the exact sum-of-sums form
+    (training/forms.py) where it has the lower interpolation MSE."""
 
     def errors_of(params, sets):
         errors = {}
@@ -90,6 +95,11 @@ def make_scores(forward, layers, snap: bool, single: bool, per_group: int, jit_c
         scored = [(params, errors_of(params, sets))]
         if snap:
             snapped = [layer.snap(**p) for layer, p in zip(layers, params)]
+            forms = [snapped, *forms_of(layers, params)] if composite else [snapped]
+            if len(forms) > 1:  # chosen on interpolation samples only: the test set is never compared
+                x, y = sets["interpolation"]
+                choosing = {"interpolation": (x[..., :FORM_SAMPLES, :], y[..., :FORM_SAMPLES, :])}
+                snapped = best_form(forms, [errors_of(form, choosing)["interpolation"] for form in forms])
             scored.append((snapped, errors_of(snapped, sets)))
         return scored
 

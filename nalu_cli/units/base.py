@@ -197,6 +197,12 @@ class ArithmeticUnit(keras.layers.Layer):
         """
         raise NotImplementedError(f"{type(self).__name__} has no exact discrete form")
 
+    def as_sum(self, weights, **params) -> dict | None:
+        """Parameters with which the unit computes exactly the sum x `weights` ([..., in, out], integer
+        values within the unit's range), the rest as `snap` leaves them; None when it has no such form.
+        Selection tries an exact sum of sums this way (training/forms.py)."""
+        return None
+
     def call(self, inputs):
         return self.forward(inputs, **self.params())
 

@@ -77,5 +77,10 @@ class Gated(ArithmeticUnit):
             "mix": ops.clip(ops.round(mix), 0.0, 1.0),
         }
 
+    def as_sum(self, weights, **params):
+        """The sum path alone (gate at exactly 1), its weights `weights`."""
+        snapped = self.snap(**params)
+        return {**snapped, "w_add": weights, "mix": ops.ones_like(snapped["mix"])}
+
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}

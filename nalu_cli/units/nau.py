@@ -58,6 +58,9 @@ class NAU(ArithmeticUnit):
         """W rounded to {-1, 0, 1}."""
         return {**params, "w": ops.clip(ops.round(w), -1.0, 1.0)}
 
+    def as_sum(self, weights, **params):
+        return {**params, "w": weights}
+
     def get_config(self):
         initializer = self.kernel_initializer
         return {
