@@ -8,7 +8,7 @@ from nalu_cli import tasks
 from nalu_cli.config import ModelConfig, resolve
 from nalu_cli.model import build_model, forward, get_params, static_layers, unit_layers
 from nalu_cli.training.evaluate import make_evaluator
-from nalu_cli.training.forms import best_form, composite_forms
+from nalu_cli.training.forms import best_form, power_forms, sum_forms
 
 N, A, B = 12, slice(0, 5), slice(3, 8)  # slices overlapping on inputs 3 and 4
 
@@ -55,7 +55,7 @@ def test_the_trapped_half_sums_factor_into_the_exact_sum_at_scale_2():
     truth = x[..., A].sum(-1) + x[..., B].sum(-1)
     snapped = [layer.snap(**p) for layer, p in zip(layers, params)]
     assert not np.allclose(exact(layers, snapped, x)[..., 0], truth, rtol=1e-5)  # what each unit's snap makes of it
-    scale_1, scale_2 = composite_forms(layers, params)
+    scale_1, scale_2 = sum_forms(layers, params)
     assert np.allclose(exact(layers, scale_2, x)[..., 0], truth, rtol=1e-6)  # a+b exactly, far outside [1, 2]
     assert not np.allclose(exact(layers, scale_1, x)[..., 0], truth, rtol=1e-3)  # the union's sum
     first, second = scale_2
@@ -71,7 +71,7 @@ def test_a_difference_factors_at_scale_1():
                       {"w_add": np.array([[0.7], [0.6]]), "w_pow": np.ones((2, 1)), "g_pow": np.full(2, 0.5),
                        "mix": np.array([0.5])}])
     x = np.random.default_rng(2).uniform(-6, 6, (1, 64, N)).astype(np.float32)
-    form = composite_forms(layers, params)[0]
+    form = sum_forms(layers, params)[0]
     assert np.allclose(exact(layers, form, x)[..., 0], x[..., A].sum(-1) - x[..., B].sum(-1), atol=1e-4)
 
 
@@ -79,7 +79,7 @@ def test_a_difference_factors_at_scale_1():
 def test_no_sum_of_sums_where_a_layer_has_no_sum_form(units):
     layers = layers_of(units)
     params = [{k: tf.constant(np.asarray(v)[None]) for k, v in layer.params().items()} for layer in layers]
-    assert composite_forms(layers, params) == []
+    assert sum_forms(layers, params) == []
 
 
 def test_one_hidden_unit_is_factored_at_scale_1_only():
@@ -87,7 +87,7 @@ def test_one_hidden_unit_is_factored_at_scale_1_only():
     layers[0].build((None, N))
     layers[1].build((None, 1))
     params = [{"w": tf.constant(np.full((1, N, 1), 0.4, np.float32))}, {"w": tf.constant(np.full((1, 1, 1), 0.5, np.float32))}]
-    assert len(composite_forms(layers, params)) == 1
+    assert len(sum_forms(layers, params)) == 1
 
 
 def test_the_best_form_is_chosen_per_replica_first_on_ties_and_never_a_non_finite_one():
@@ -105,7 +105,7 @@ def test_the_evaluator_tries_the_sum_of_sums_on_the_static_task_only(kind, monke
     from nalu_cli.training import evaluate as evaluation
 
     tried = []
-    monkeypatch.setattr(evaluation, "forms_of", lambda *args: tried.append(1) or composite_forms(*args))
+    monkeypatch.setattr(evaluation, "sum_forms", lambda *args: tried.append(1) or sum_forms(*args))
     task = {"op": "add", "input_size": N, "subsets": [[0, 5], [3, 8]], "kind": kind, "validation_size": 2000,
             "test_size": 200, **({"extrapolation_length": 20} if kind == "recurrent" else {})}
     spec = tasks.TaskSpec.from_config(resolve({"task": task}).task, seed=0)
@@ -123,3 +123,75 @@ def test_the_evaluator_tries_the_sum_of_sums_on_the_static_task_only(kind, monke
     if kind == "static":
         assert snapped.interpolation[0] < 1e-8 and snapped.extrapolation[0] < 1e-6
         assert float(snapped.params[1]["mix"][0, 0]) == 1.0
+
+
+def samples(target, low=1.0, high=2.0, n=256, seed=4):
+    x = np.random.default_rng(seed).uniform(low, high, (1, n, N)).astype(np.float32)
+    a, b = x[..., A].sum(-1), x[..., B].sum(-1)
+    return x, target(a, b)[..., None].astype(np.float32)
+
+
+def powered(layers, params, target):
+    """power_forms on interpolation-like samples; the form's output and the truth on extrapolation ones."""
+    x, y = samples(target)
+    forms = power_forms(layers, params, lambda tree: (tree, tf.constant(x), tf.constant(y)))
+    far, truth = samples(target, 2.0, 6.0, seed=5)
+    return forms, far, truth[..., 0]
+
+
+def gated_over(w, w_pow=(1.0, 1.0), mix=0.6):
+    return stacked([{"w": w}, {"w_add": np.full((2, 1), 0.5), "w_pow": np.array([w_pow]).T,
+                               "g_pow": np.full(2, 0.4), "mix": np.array([mix])}])
+
+
+def pattern(*pieces):
+    """A first layer [N, 2]: each column a scaled slice plus a little noise."""
+    rng = np.random.default_rng(6)
+    columns = []
+    for where, scale in pieces:
+        column = rng.uniform(-0.04, 0.04, N)
+        column[where] += scale
+        columns.append(column)
+    return np.stack(columns, axis=1)
+
+
+def test_a_unit_holding_a_scaled_negative_copy_of_a_gives_its_square_root():
+    layers = layers_of(("nau", "gated"))
+    params = gated_over(pattern((A, -0.4), (slice(8, 12), 0.2)))
+    (form,), far, truth = powered(layers, params, lambda a, b: np.sqrt(a))
+    assert np.allclose(exact(layers, form, far)[..., 0], truth, rtol=1e-5)
+    assert float(form[1]["mix"][0, 0]) == 0.0 and np.asarray(form[1]["w_pow"])[0, :, 0].tolist() == [0.5, 0.0]
+
+
+def test_two_units_holding_a_and_b_give_their_ratio_and_their_product():
+    for units, target, powers in [(("nau", "gated"), lambda a, b: a / b, [1.0, -1.0]),
+                                  (("nau", "nainpu"), lambda a, b: a * b, [1.0, 1.0])]:
+        layers = layers_of(units)
+        w = pattern((A, 0.7), (B, -0.6))
+        params = gated_over(w) if units[1] == "gated" else stacked([{"w": w}, {"w_real": np.array([[0.8], [0.3]])}])
+        (form,), far, truth = powered(layers, params, target)
+        assert np.allclose(exact(layers, form, far)[..., 0], truth, rtol=1e-5), units
+        power = form[1]["w_pow" if units[1] == "gated" else "w_real"]
+        assert np.asarray(power)[0, :, 0].tolist() == powers
+
+
+def test_a_repeated_pattern_gets_power_0_and_the_first_takes_the_whole_power():
+    layers = layers_of(("nau", "gated"))
+    params = gated_over(pattern((A, 0.5), (A, 0.45)))
+    (form,), far, truth = powered(layers, params, lambda a, b: a * a)
+    assert np.asarray(form[1]["w_pow"])[0, :, 0].tolist() == [2.0, 0.0]
+    assert np.allclose(exact(layers, form, far)[..., 0], truth, rtol=1e-5)
+
+
+def test_a_unit_not_positive_on_every_sample_gets_power_0():
+    layers = layers_of(("nau", "gated"))
+    w = pattern((A, 0.7), (A, 0.5))
+    w[B, 1] = -0.5  # a - b: changes sign over the samples
+    (form,), _, _ = powered(layers, gated_over(w), lambda a, b: a)
+    assert np.asarray(form[1]["w_pow"])[0, :, 0].tolist() == [1.0, 0.0]
+
+
+def test_no_product_of_powers_under_a_unit_without_one():
+    layers = layers_of(("nau", "nmu"))
+    params = stacked([{"w": pattern((A, 0.7), (B, 0.6))}, {"w": np.array([[0.8], [0.3]])}])
+    assert powered(layers, params, lambda a, b: a * b)[0] == []

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from nalu_cli import tasks
-from nalu_cli.training.forms import FORM_SAMPLES, best_form, composite_forms as forms_of
+from nalu_cli.training.forms import FORM_SAMPLES, best_form, power_forms, sum_forms
 from nalu_cli.training.selection import Candidate
 
 SPLITS = (("interpolation", tasks.validation_set), ("extrapolation", tasks.test_set))
@@ -50,10 +50,10 @@ def make_evaluator(forward, layers, specs: list, snap: bool, jit_compile: bool |
     # it stays uncompiled, so its numbers stay bit for bit those recorded in tests/data/golden_runs.json.
     if jit_compile is None:
         jit_compile = any(spec.recurrent for spec in specs)
-    # A recurrent cell is not a sum of its inputs: the sum-of-sums forms are the static task's.
-    composite = not any(spec.recurrent for spec in specs)
-    make = lambda: make_scores(forward, layers, snap, len(specs) == 1, per_group, jit_compile, composite)  # noqa: E731
-    scores = make() if reuse is None else reuse(("scores", per_group, jit_compile, composite), make)
+    # A recurrent cell is not a sum of its inputs: the forms derived from the weights are the static task's.
+    derived = not any(spec.recurrent for spec in specs)
+    make = lambda: make_scores(forward, layers, snap, len(specs) == 1, per_group, jit_compile, derived)  # noqa: E731
+    scores = make() if reuse is None else reuse(("scores", per_group, jit_compile, derived), make)
 
     def evaluate(params, polished: bool = False) -> list[Candidate]:
         return [
@@ -71,21 +71,24 @@ def make_evaluator(forward, layers, specs: list, snap: bool, jit_compile: bool |
     return evaluate
 
 
-def make_scores(forward, layers, snap: bool, single: bool, per_group: int, jit_compile: bool, composite: bool = False):
+def make_scores(forward, layers, snap: bool, single: bool, per_group: int, jit_compile: bool, derived: bool = False):
     """scores(params, sets) -> [(params, {split: MSE [R]})], and the snapped params' if `snap`:
     the graph an evaluator runs, for any sets of the layout (`shared_layout`) `single`, `per_group`.
-    The snapped params are each unit's `snap`, or with `composite` the exact sum-of-sums form
-    (training/forms.py) where it has the lower interpolation MSE."""
+    The snapped params are each unit's `snap`, or with `derived` an exact form derived from the
+    model's weights (training/forms.py) where that has the lower interpolation MSE."""
+
+    def laid_out(tree, x, y):
+        """`tree` (a [R, ...] tensor or params) and a set's x, y in the layout the forward pass takes."""
+        if single:
+            return tf.nest.map_structure(lambda t: t[0], tree), x[0], y[0]
+        if per_group > 1:
+            return tf.nest.map_structure(lambda t: tf.reshape(t, [-1, per_group, *t.shape[1:]]), tree), x, y
+        return tree, x, y
 
     def errors_of(params, sets):
         errors = {}
         for name, (x, y) in sets.items():
-            if single:
-                params_, x, y = tf.nest.map_structure(lambda t: t[0], params), x[0], y[0]
-            elif per_group > 1:
-                params_ = tf.nest.map_structure(lambda t: tf.reshape(t, [-1, per_group, *t.shape[1:]]), params)
-            else:
-                params_ = params
+            params_, x, y = laid_out(params, x, y)
             mse = tf.reduce_mean(tf.square(forward(params_, x) - y), axis=(-2, -1))
             errors[name] = tf.reshape(mse, [-1])
         return errors
@@ -95,10 +98,13 @@ def make_scores(forward, layers, snap: bool, single: bool, per_group: int, jit_c
         scored = [(params, errors_of(params, sets))]
         if snap:
             snapped = [layer.snap(**p) for layer, p in zip(layers, params)]
-            forms = [snapped, *forms_of(layers, params)] if composite else [snapped]
-            if len(forms) > 1:  # chosen on interpolation samples only: the test set is never compared
+            forms = [snapped]
+            if derived:  # chosen on interpolation samples only: the test set is never compared
                 x, y = sets["interpolation"]
                 choosing = {"interpolation": (x[..., :FORM_SAMPLES, :], y[..., :FORM_SAMPLES, :])}
+                forms += sum_forms(layers, params)
+                forms += power_forms(layers, params, lambda tree: laid_out(tree, *choosing["interpolation"]))
+            if len(forms) > 1:
                 snapped = best_form(forms, [errors_of(form, choosing)["interpolation"] for form in forms])
             scored.append((snapped, errors_of(snapped, sets)))
         return scored

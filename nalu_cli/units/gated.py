@@ -82,5 +82,11 @@ class Gated(ArithmeticUnit):
         snapped = self.snap(**params)
         return {**snapped, "w_add": weights, "mix": ops.ones_like(snapped["mix"])}
 
+    def as_power(self, powers, **params):
+        """The power path alone (gate at exactly 0), every input with a non-zero power relevant."""
+        snapped = self.snap(**params)
+        relevant = ops.cast(ops.any(ops.not_equal(powers, 0.0), axis=-1), powers.dtype)
+        return {**snapped, "w_pow": powers, "g_pow": relevant, "mix": ops.zeros_like(snapped["mix"])}
+
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}

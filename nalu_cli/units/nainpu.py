@@ -66,6 +66,9 @@ class NaiNPU(ArithmeticUnit):
         """Powers to the nearest multiple of 1/2 (a square root is 0.5)."""
         return {**params, "w_real": ops.round(2.0 * w_real) / 2.0}
 
+    def as_power(self, powers, **params):
+        return {**params, "w_real": powers}
+
     def get_config(self):
         return {
             **super().get_config(),
