@@ -18,6 +18,10 @@ def stacked(layers_params):
     return [{k: tf.constant(np.asarray(v, np.float32)[None]) for k, v in p.items()} for p in layers_params]
 
 
+def snaps(layers, params):
+    return [layer.snap(**p) for layer, p in zip(layers, params)]
+
+
 def trapped_half_sums(mix=0.45):
     """NAU -> gated as training leaves a+b: both hidden units on (a + b) / 2 (1 on the shared inputs,
     1/2 elsewhere in the slices, a little noise), the output summing them at 0.9 while the gate
@@ -55,7 +59,7 @@ def test_the_trapped_half_sums_factor_into_the_exact_sum_at_scale_2():
     truth = x[..., A].sum(-1) + x[..., B].sum(-1)
     snapped = [layer.snap(**p) for layer, p in zip(layers, params)]
     assert not np.allclose(exact(layers, snapped, x)[..., 0], truth, rtol=1e-5)  # what each unit's snap makes of it
-    scale_1, scale_2 = sum_forms(layers, params)
+    scale_1, scale_2 = sum_forms(layers, params, snaps(layers, params))
     assert np.allclose(exact(layers, scale_2, x)[..., 0], truth, rtol=1e-6)  # a+b exactly, far outside [1, 2]
     assert not np.allclose(exact(layers, scale_1, x)[..., 0], truth, rtol=1e-3)  # the union's sum
     first, second = scale_2
@@ -71,7 +75,7 @@ def test_a_difference_factors_at_scale_1():
                       {"w_add": np.array([[0.7], [0.6]]), "w_pow": np.ones((2, 1)), "g_pow": np.full(2, 0.5),
                        "mix": np.array([0.5])}])
     x = np.random.default_rng(2).uniform(-6, 6, (1, 64, N)).astype(np.float32)
-    form = sum_forms(layers, params)[0]
+    form = sum_forms(layers, params, snaps(layers, params))[0]
     assert np.allclose(exact(layers, form, x)[..., 0], x[..., A].sum(-1) - x[..., B].sum(-1), atol=1e-4)
 
 
@@ -79,7 +83,7 @@ def test_a_difference_factors_at_scale_1():
 def test_no_sum_of_sums_where_a_layer_has_no_sum_form(units):
     layers = layers_of(units)
     params = [{k: tf.constant(np.asarray(v)[None]) for k, v in layer.params().items()} for layer in layers]
-    assert sum_forms(layers, params) == []
+    assert sum_forms(layers, params, params) == []  # NALU has no snap: nothing is asked of it
 
 
 def test_one_hidden_unit_is_factored_at_scale_1_only():
@@ -87,7 +91,7 @@ def test_one_hidden_unit_is_factored_at_scale_1_only():
     layers[0].build((None, N))
     layers[1].build((None, 1))
     params = [{"w": tf.constant(np.full((1, N, 1), 0.4, np.float32))}, {"w": tf.constant(np.full((1, 1, 1), 0.5, np.float32))}]
-    assert len(sum_forms(layers, params)) == 1
+    assert len(sum_forms(layers, params, snaps(layers, params))) == 1
 
 
 def test_the_best_form_is_chosen_per_replica_first_on_ties_and_never_a_non_finite_one():
@@ -134,7 +138,7 @@ def samples(target, low=1.0, high=2.0, n=256, seed=4):
 def powered(layers, params, target):
     """power_forms on interpolation-like samples; the form's output and the truth on extrapolation ones."""
     x, y = samples(target)
-    forms = power_forms(layers, params, lambda tree: (tree, tf.constant(x), tf.constant(y)))
+    forms = power_forms(layers, params, snaps(layers, params), lambda tree: (tree, tf.constant(x), tf.constant(y)))
     far, truth = samples(target, 2.0, 6.0, seed=5)
     return forms, far, truth[..., 0]
 

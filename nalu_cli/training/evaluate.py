@@ -77,20 +77,25 @@ def make_scores(forward, layers, snap: bool, single: bool, per_group: int, jit_c
     The snapped params are each unit's `snap`, or with `derived` an exact form derived from the
     model's weights (training/forms.py) where that has the lower interpolation MSE."""
 
-    def laid_out(tree, x, y):
-        """`tree` (a [R, ...] tensor or params) and a set's x, y in the layout the forward pass takes."""
+    def laid_out(tree, x, y, leading: int = 0):
+        """`tree` ([R, ...] tensors, after `leading` axes of their own) and a set's x, y in the
+        layout the forward pass takes."""
         if single:
-            return tf.nest.map_structure(lambda t: t[0], tree), x[0], y[0]
+            return tf.nest.map_structure(lambda t: t[(slice(None),) * leading + (0,)], tree), x[0], y[0]
         if per_group > 1:
-            return tf.nest.map_structure(lambda t: tf.reshape(t, [-1, per_group, *t.shape[1:]]), tree), x, y
+            def grouped(t):
+                return tf.reshape(t, [*t.shape[:leading], -1, per_group, *t.shape[leading + 1:]])
+
+            return tf.nest.map_structure(grouped, tree), x, y
         return tree, x, y
 
-    def errors_of(params, sets):
+    def errors_of(params, sets, leading: int = 0):
+        """{split: MSE [R]} of params [R, ...]; with leading=1, [F, R] of F stacked params [F, R, ...]."""
         errors = {}
         for name, (x, y) in sets.items():
-            params_, x, y = laid_out(params, x, y)
+            params_, x, y = laid_out(params, x, y, leading)
             mse = tf.reduce_mean(tf.square(forward(params_, x) - y), axis=(-2, -1))
-            errors[name] = tf.reshape(mse, [-1])
+            errors[name] = tf.reshape(mse, [*mse.shape[:leading], -1])
         return errors
 
     @tf.function(autograph=False, jit_compile=jit_compile)
@@ -102,10 +107,11 @@ def make_scores(forward, layers, snap: bool, single: bool, per_group: int, jit_c
             if derived:  # chosen on interpolation samples only: the test set is never compared
                 x, y = sets["interpolation"]
                 choosing = {"interpolation": (x[..., :FORM_SAMPLES, :], y[..., :FORM_SAMPLES, :])}
-                forms += sum_forms(layers, params)
-                forms += power_forms(layers, params, lambda tree: laid_out(tree, *choosing["interpolation"]))
-            if len(forms) > 1:
-                snapped = best_form(forms, [errors_of(form, choosing)["interpolation"] for form in forms])
+                forms += sum_forms(layers, params, snapped)
+                forms += power_forms(layers, params, snapped, lambda tree: laid_out(tree, *choosing["interpolation"]))
+            if len(forms) > 1:  # one forward pass over every form, stacked on a leading axis
+                stacked = tf.nest.map_structure(lambda *weights: tf.stack(weights), *forms)
+                snapped = best_form(forms, tf.unstack(errors_of(stacked, choosing, leading=1)["interpolation"]))
             scored.append((snapped, errors_of(snapped, sets)))
         return scored
 

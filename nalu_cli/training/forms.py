@@ -20,7 +20,7 @@ powers of y = prod_j h_j ** p_j are fitted by least squares of log|y| on log h o
 interpolation samples and rounded to multiples of 1/2. A unit not positive on every sample,
 or repeating an earlier unit's pattern gets power 0. On sqrt(a) the gated unit first fits
 sqrt(a) on its sum path (nearly linear over the narrow training range), a hidden unit holding a
-scaled copy of a: of seeds 0-19 of the default table, rounding each weight solved 10 at steps
+scaled copy of a: of seeds 0-19 of the default table, rounding each weight solved 14 at steps
 7,000-10,000, and with this form 16 are solved at step 1,000 (the others at 2,000-4,000).
 
 Selection scores every form on interpolation samples only (the evaluator's choice, per model).
@@ -53,10 +53,11 @@ def _sum_layers(layers, params):
     return first_paths[0][1], dict(second_paths).get("sum")
 
 
-def sum_forms(layers, params: list) -> list[list[dict]]:
+def sum_forms(layers, params: list, snapped: list) -> list[list[dict]]:
     """The exact sum-of-sums forms of a static model of two layers (each a params list like
-    `params`, leading replica axes kept), one per scale in SCALES; [] when the model is not an
-    NAU-like sum under a unit with a sum path (`as_sum`), or has more than one output."""
+    `params`, leading replica axes kept; weights not set are `snapped`'s, each unit's `snap`), one
+    per scale in SCALES; [] when the model is not an NAU-like sum under a unit with a sum path
+    (`as_sum`), or has more than one output."""
     found = _sum_layers(layers, params)
     if found is None or found[1] is None or found[1].shape[-1] != 1:
         return []
@@ -72,18 +73,19 @@ def sum_forms(layers, params: list) -> list[list[dict]]:
         target = ops.round(unit_scale * scale)
         units = ops.concatenate([ops.sign(target) * ops.cast(ops.abs(target) >= j, target.dtype)
                                  for j in range(1, hidden + 1)], axis=-1)  # [..., in, H]
-        first_form = first.as_sum(units, **params[0])
-        second_form = second.as_sum(ops.ones_like(outer), **params[1])
+        first_form = first.as_sum(units, **snapped[0])
+        second_form = second.as_sum(ops.ones_like(outer), **snapped[1])
         if first_form is None or second_form is None:
             return []
         forms.append([first_form, second_form])
     return forms
 
 
-def power_forms(layers, params: list, laid_out) -> list[list[dict]]:
+def power_forms(layers, params: list, snapped: list, laid_out) -> list[list[dict]]:
     """The exact product-of-powers form of a static model of two layers, [] or one form: the hidden
     units' rounded patterns, their powers fitted on the samples `laid_out(tree)` returns with `tree`
-    (tree, x, y in the forward pass's layout), for a second layer with `as_power` and one output."""
+    (tree, x, y in the forward pass's layout), for a second layer with `as_power` and one output;
+    weights not set are `snapped`'s."""
     found = _sum_layers(layers, params)
     if found is None or layers[1].units != 1:
         return []
@@ -110,8 +112,8 @@ def power_forms(layers, params: list, laid_out) -> list[list[dict]]:
     replicas = tf.shape(patterns)[0]
     powers = tf.cast(tf.reshape(powers, [replicas, hidden]), patterns.dtype)
     sign = tf.cast(tf.reshape(sign, [replicas, 1, hidden]), patterns.dtype)
-    first_form = first.as_sum(patterns * sign, **params[0])
-    second_form = second.as_power(powers[..., None], **params[1])
+    first_form = first.as_sum(patterns * sign, **snapped[0])
+    second_form = second.as_power(powers[..., None], **snapped[1])
     return [] if first_form is None or second_form is None else [[first_form, second_form]]
 
 

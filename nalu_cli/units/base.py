@@ -199,14 +199,15 @@ class ArithmeticUnit(keras.layers.Layer):
 
     def as_sum(self, weights, **params) -> dict | None:
         """Parameters with which the unit computes exactly the sum x `weights` ([..., in, out], integer
-        values within the unit's range), the rest as `snap` leaves them; None when it has no such form.
-        Selection tries exact sums of sums and products of powers this way (training/forms.py)."""
+        values within the unit's range), the rest of `params` (snapped ones, from selection) kept; None
+        when it has no such form. Selection tries exact sums of sums and products of powers this way
+        (training/forms.py)."""
         return None
 
     def as_power(self, powers, **params) -> dict | None:
         """Parameters with which the unit computes exactly prod_i x_i ** powers_i (`powers` [..., in,
-        out], multiples of 1/2; an input at power 0 left out), the rest as `snap` leaves them; None
-        when it has no such form. Selection tries an exact product of powers this way (training/forms.py)."""
+        out], multiples of 1/2; an input at power 0 left out), the rest of `params` kept; None when it
+        has no such form. Selection tries an exact product of powers this way (training/forms.py)."""
         return None
 
     def call(self, inputs):

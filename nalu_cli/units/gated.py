@@ -79,14 +79,12 @@ class Gated(ArithmeticUnit):
 
     def as_sum(self, weights, **params):
         """The sum path alone (gate at exactly 1), its weights `weights`."""
-        snapped = self.snap(**params)
-        return {**snapped, "w_add": weights, "mix": ops.ones_like(snapped["mix"])}
+        return {**params, "w_add": weights, "mix": ops.ones_like(params["mix"])}
 
     def as_power(self, powers, **params):
         """The power path alone (gate at exactly 0), every input with a non-zero power relevant."""
-        snapped = self.snap(**params)
         relevant = ops.cast(ops.any(ops.not_equal(powers, 0.0), axis=-1), powers.dtype)
-        return {**snapped, "w_pow": powers, "g_pow": relevant, "mix": ops.zeros_like(snapped["mix"])}
+        return {**params, "w_pow": powers, "g_pow": relevant, "mix": ops.zeros_like(params["mix"])}
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}
