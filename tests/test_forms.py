@@ -195,7 +195,17 @@ def test_a_unit_not_positive_on_every_sample_gets_power_0():
     assert np.asarray(form[1]["w_pow"])[0, :, 0].tolist() == [1.0, 0.0]
 
 
-def test_no_product_of_powers_under_a_unit_without_one():
+def test_an_nmu_takes_the_product_of_its_units_at_power_1_and_drops_any_other_power():
     layers = layers_of(("nau", "nmu"))
+    params = stacked([{"w": pattern((A, 0.7), (B, -0.6))}, {"w": np.array([[0.8], [0.3]])}])
+    (form,), far, truth = powered(layers, params, lambda a, b: a * b)
+    assert np.asarray(form[1]["w"])[0, :, 0].tolist() == [1.0, 1.0]
+    assert np.allclose(exact(layers, form, far)[..., 0], truth, rtol=1e-5)
+    (form,), _, _ = powered(layers, params, lambda a, b: a * a)  # a power of 2: not an NMU's
+    assert np.asarray(form[1]["w"])[0, :, 0].tolist() == [0.0, 0.0]
+
+
+def test_no_product_of_powers_under_a_unit_without_one():
+    layers = layers_of(("nau", "nau"))
     params = stacked([{"w": pattern((A, 0.7), (B, 0.6))}, {"w": np.array([[0.8], [0.3]])}])
     assert powered(layers, params, lambda a, b: a * b)[0] == []

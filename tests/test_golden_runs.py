@@ -3,8 +3,9 @@
 The recorded runs (tests/data/golden_runs.json, written by benchmarks/record_golden_runs.py
 from nalu 0.4.0's single-module trainer; re-recorded when the success threshold came to be drawn
 from group sums, which moved the thresholds and nothing else; and when selection came to try exact
-forms derived from the weights (0.15.0): nau_add solved at step 500 instead of 1,000, the polish case's
-snapped figures at step 0 and its selected step at 500 changed, no other case) cover plain NAU with early stop, NAU -> NMU with
+forms derived from the weights (0.15.0): nau_add solved at step 500 instead of 1,000, the snapped
+figures at step 0 of the NMU and polish cases and the latter's selected step at 500 changed, no other
+case) cover plain NAU with early stop, NAU -> NMU with
 split-adam, NALU with plain Adam, the polish step, and a group of restarts. A refactor of the
 trainer must give the same selected step, success and stop reason, and the same losses and
 interpolation/extrapolation MSEs at every evaluation, to float round-off.

@@ -207,7 +207,8 @@ class ArithmeticUnit(keras.layers.Layer):
     def as_power(self, powers, **params) -> dict | None:
         """Parameters with which the unit computes exactly prod_i x_i ** powers_i (`powers` [..., in,
         out], multiples of 1/2; an input at power 0 left out), the rest of `params` kept; None when it
-        has no such form. Selection tries an exact product of powers this way (training/forms.py)."""
+        has no such form. A unit holding fewer powers (NMU: 0 and 1) is exact on those only.
+        Selection tries an exact product of powers this way (training/forms.py)."""
         return None
 
     def call(self, inputs):

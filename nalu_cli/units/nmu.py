@@ -49,6 +49,11 @@ class NMU(ArithmeticUnit):
         """W rounded to {0, 1}: each factor is then exactly x_i or 1."""
         return {**params, "w": ops.clip(ops.round(w), 0.0, 1.0)}
 
+    def as_power(self, powers, **params):
+        """Exact for powers 0 and 1, the only ones an NMU holds; an input at any other power is left
+        out, so such a form computes something else and selection's MSE rejects it."""
+        return {**params, "w": ops.cast(ops.equal(powers, 1.0), powers.dtype)}
+
     def get_config(self):
         return {
             **super().get_config(),
