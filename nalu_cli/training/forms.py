@@ -28,6 +28,7 @@ Selection scores every form on interpolation samples only (the evaluator's choic
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -43,8 +44,8 @@ RIDGE = 1e-9
 
 
 def _sum_layers(layers, params):
-    """(first layer's [..., in, H] matrix, second layer's sum-path [..., H, out] matrix), or None
-    unless the model is an NAU-like sum under a layer with a sum path (it may have others)."""
+    """(first layer's [..., in, H] matrix, second layer's sum-path [..., H, out] matrix or None when
+    it has none); None unless the model is two layers, the first an NAU-like sum."""
     if len(layers) != 2:
         return None
     first_paths, second_paths = layers[0].paths(**params[0]), layers[1].paths(**params[1])
@@ -96,13 +97,11 @@ def power_forms(layers, params: list, snapped: list, laid_out) -> list[list[dict
     h = tf.cast(tf.matmul(x, laid), tf.float64)  # [..., N, H]
     sign = tf.where(tf.reduce_mean(h, axis=-2, keepdims=True) < 0, -1.0, 1.0)  # [..., 1, H]
     h = h * tf.cast(sign, h.dtype)
-    usable = tf.reduce_all(h > 0, axis=-2)  # [..., H]
     # a repeat of an earlier unit's pattern adds nothing the earlier one cannot hold
-    for j in range(1, hidden):
-        repeat = tf.reduce_any(tf.stack([tf.reduce_all(tf.equal(laid[..., :, j] * sign[..., 0, j:j + 1],
-                                                              laid[..., :, k] * sign[..., 0, k:k + 1]), axis=-1)
-                                         for k in range(j)], axis=-1), axis=-1)
-        usable = tf.concat([usable[..., :j], usable[..., j:j + 1] & ~repeat[..., None], usable[..., j + 1:]], axis=-1)
+    signed = laid * tf.cast(sign, laid.dtype)  # [..., in, H]
+    same = tf.reduce_all(tf.equal(signed[..., :, :, None], signed[..., :, None, :]), axis=-3)  # [..., H, H]
+    repeat = tf.reduce_any(same & tf.constant(np.tril(np.ones((hidden, hidden), bool), -1)), axis=-1)
+    usable = tf.reduce_all(h > 0, axis=-2) & ~repeat  # [..., H]
     mask = tf.cast(usable, h.dtype)[..., None, :]
     logs = tf.math.log(tf.where(h > 0, h, tf.ones_like(h))) * mask  # [..., N, H]; 0 where unusable
     target = tf.math.log(tf.maximum(tf.abs(tf.cast(y, tf.float64)), 1e-300))  # [..., N, 1]
