@@ -2,7 +2,8 @@
 
 The validation (interpolation) set selects; the test (extrapolation) set is only recorded.
 With snapping, the same call also scores each replica's weights rounded to their exact
-values (each unit's `snap`, or an exact sum of sums: training/forms.py), a second selection candidate.
+values (each unit's `snap`, or on the static task an exact form derived from the weights where its
+interpolation MSE is lower: training/forms.py), a second selection candidate.
 """
 
 from __future__ import annotations
