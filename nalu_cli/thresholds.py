@@ -144,7 +144,8 @@ def success_threshold(spec: TaskSpec, intervals=None, samples: int = THRESHOLD_S
 
     The MSE, on the extrapolation range (or `intervals`), of a near-perfect solution:
     first-layer weights 1 - eps on the correct slice entries and eps everywhere else
-    (eps = 1e-5), followed by an exact second layer. Simulated in float64 (nalu_cli/thresholds.py).
+    (eps = 1e-5), followed by an exact second layer. Simulated in float64 from the inputs' group
+    sums (`near_solution_mse`, above).
 
     Recurrent: the same carried over to the cell, at `length` steps (default the
     extrapolation length): every cell weight that is 1 in the exact solution (the slice

@@ -99,20 +99,25 @@ def make_scores(forward, layers, snap: bool, single: bool, per_group: int, jit_c
             errors[name] = tf.reshape(mse, [*mse.shape[:leading], -1])
         return errors
 
+    def best_derived(params, snapped, interpolation):
+        """Per model, `snapped` or an exact form derived from `params` (training/forms.py), whichever
+        has the lower MSE on the first FORM_SAMPLES interpolation samples: the test set is never
+        compared. The forms are scored in one forward pass, stacked on a leading axis."""
+        choosing = tuple(t[..., :FORM_SAMPLES, :] for t in interpolation)
+        forms = [snapped, *sum_forms(layers, params, snapped),
+                 *power_forms(layers, params, snapped, lambda tree: laid_out(tree, *choosing))]
+        if len(forms) == 1:
+            return snapped
+        stacked = tf.nest.map_structure(lambda *weights: tf.stack(weights), *forms)
+        return best_form(forms, tf.unstack(errors_of(stacked, {"interpolation": choosing}, leading=1)["interpolation"]))
+
     @tf.function(autograph=False, jit_compile=jit_compile)
     def scores(params, sets):
         scored = [(params, errors_of(params, sets))]
         if snap:
             snapped = [layer.snap(**p) for layer, p in zip(layers, params)]
-            forms = [snapped]
-            if derived:  # chosen on interpolation samples only: the test set is never compared
-                x, y = sets["interpolation"]
-                choosing = {"interpolation": (x[..., :FORM_SAMPLES, :], y[..., :FORM_SAMPLES, :])}
-                forms += sum_forms(layers, params, snapped)
-                forms += power_forms(layers, params, snapped, lambda tree: laid_out(tree, *choosing["interpolation"]))
-            if len(forms) > 1:  # one forward pass over every form, stacked on a leading axis
-                stacked = tf.nest.map_structure(lambda *weights: tf.stack(weights), *forms)
-                snapped = best_form(forms, tf.unstack(errors_of(stacked, choosing, leading=1)["interpolation"]))
+            if derived:
+                snapped = best_derived(params, snapped, sets["interpolation"])
             scored.append((snapped, errors_of(snapped, sets)))
         return scored
 
