@@ -32,6 +32,9 @@ CASES = {
                                            "polish_iterations": 30, "early_stop": False}, "seed": 0},
     "default_sub_restarts": {"task": {"op": "sub", "input_size": 20}, "model": {"restarts": 3},
                              "training": {"steps": 1500, "eval_every": 500}, "seed": 3},
+    "nau_nmu_mul_hidden_split": {"task": {"op": "mul", "input_size": 20}, "model": {"layers": ["nau", "nmu"]},
+                                 "training": {"steps": 2000, "eval_every": 500, "early_stop": False,
+                                              "hidden_split_start": 500}, "seed": 1},
 }
 # Figures that depend on the machine's speed, not on the maths.
 TIMING_KEYS = {"elapsed_seconds", "steps_per_second", "train_seconds", "wall_seconds", "polish_seconds",

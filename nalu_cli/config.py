@@ -181,6 +181,10 @@ class TrainingConfig:
     # Recurrent task: a factor on the step of a cell's h_{t-1} rows (the recurrence). null: 1/task.length
     # under split-adam, 1 under adam (see training/optimizer.py, recurrent_step_scale).
     recurrent_step_scale: float | None = None
+    # From this step, split-adam also splits the first layer's gradient between what its hidden units
+    # share and what tells them apart, each with its own moments (training/optimizer.py, _hidden_split);
+    # null: never. The default model's static members begin at 1,000 (nalu_cli/portfolio.py).
+    hidden_split_start: int | None = None
 
 
 @dataclass
@@ -293,6 +297,13 @@ def validate(config: Config) -> Config:
     if training.recurrent_step_scale is not None and training.recurrent_step_scale < 0:  # finite: _coerce
         raise NaluError(f"config key 'training.recurrent_step_scale' must be a number >= 0 or null, "
                         f"got {training.recurrent_step_scale!r}")
+    if training.hidden_split_start is not None:
+        if training.hidden_split_start < 0:
+            raise NaluError(f"config key 'training.hidden_split_start' must be a step >= 0 or null, "
+                            f"got {training.hidden_split_start!r}")
+        if training.optimizer != "split-adam":
+            raise NaluError("config key 'training.hidden_split_start' splits split-adam's steps; it needs "
+                            f"training.optimizer split-adam, got {training.optimizer!r}")
     if not 0 <= config.seed < SEED_LIMIT:
         raise NaluError(f"config key 'seed' must be in [0, 2^32), got {config.seed!r}")
     if not 0 < task.subset_ratio <= 1:

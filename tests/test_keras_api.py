@@ -118,19 +118,21 @@ def test_weight_ranges_hold_under_any_optimizer():
 # -- SplitAdam ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind, scale", [("static", 1.0), ("recurrent", 1.0), ("recurrent", 0.1)])
-def test_split_adam_takes_the_trainers_steps_on_the_same_gradients(kind, scale):
+@pytest.mark.parametrize("kind, scale, hidden", [("static", 1.0, None), ("recurrent", 1.0, None), ("recurrent", 0.1, None),
+                                                ("static", 1.0, 3), ("recurrent", 0.1, 3)])
+def test_split_adam_takes_the_trainers_steps_on_the_same_gradients(kind, scale, hidden):
     """nalu's trainer: optimizer.update (split-adam on the first layer's matrices; a cell's x_t rows
-    only, its h_{t-1} rows stepping `scale` times as far), then each unit's clip."""
+    only, its h_{t-1} rows stepping `scale` times as far; with `hidden`, the hidden split from that
+    step), then each unit's clip."""
     model = nau_nmu() if kind == "static" else recurrent()
     units = [model.layers[0].cell if kind == "recurrent" else model.layers[0], model.layers[1]]
-    split_adam = SplitAdam(learning_rate=0.05, recurrent_step_scale=scale)
+    split_adam = SplitAdam(learning_rate=0.05, recurrent_step_scale=scale, hidden_split_start=hidden)
     variables = model.trainable_variables
     split_adam.build(variables)
     first = units[0].unit.w if kind == "recurrent" else units[0].w
     assert split_adam.split_variables() == [first]
     params = [{name: tf.constant(v.numpy()) for name, v in unit.params().items()} for unit in units]
-    state = trainer_optimizer.init(params, [("w",), ()])
+    state = trainer_optimizer.init(params, [("w",), ()], hidden=hidden is not None)
     rows = [3 if kind == "recurrent" else None, None]
     rng = np.random.default_rng(0)
     for step in range(6):
@@ -139,7 +141,7 @@ def test_split_adam_takes_the_trainers_steps_on_the_same_gradients(kind, scale):
         split_adam.apply_gradients([(by_variable[id(v)], v) for v in variables])
         row_scales = [{"w": scale} if kind == "recurrent" else {}, {}]
         params, state = trainer_optimizer.update(grads, state, params, trainer_optimizer.step_size(0.05, step), rows,
-                                                 row_scales)
+                                                 row_scales, hidden=None if hidden is None else (hidden, step))
         params = [unit.clip(**p) for unit, p in zip(units, params)]
     for unit, expected in zip(units, params):
         for name, variable in unit.params().items():

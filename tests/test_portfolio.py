@@ -1,5 +1,6 @@
 """The default model is a portfolio: several architectures trained side by side, one model chosen."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -34,7 +35,8 @@ def test_every_replica_of_a_portfolio_has_its_own_start_and_data_and_each_seed_o
 def test_only_the_division_member_polishes_on_a_multiple_of_eval_every():
     config = resolve({"training": {"eval_every": 3000}})
     (gated, gated_training), (nainpu, nainpu_training) = portfolio.architectures(config)
-    assert gated_training.polish_every == 0 and gated_training == config.training
+    assert gated_training.polish_every == 0
+    assert gated_training == dataclasses.replace(config.training, hidden_split_start=portfolio.HIDDEN_SPLIT_START)
     assert nainpu_training.polish_every == 6_000 and nainpu_training.polish_iterations == 50
     assert nainpu_training.polish_limit == 2 and nainpu_training.polish_hold  # see portfolio.POLISH_LIMIT
     assert nainpu.layers == ["nau", "nainpu"] and nainpu.restarts == gated.restarts == 6

@@ -164,6 +164,52 @@ def test_split_adam_moves_what_tells_inputs_apart_at_the_learning_rate():
     np.testing.assert_allclose(split, lr + lr * signs, atol=1e-3 * lr)  # Adam's epsilon: ~3e-4 relative
 
 
+def _hidden_split_run(differences, steps, start, seed=0, lr=0.01):
+    """`steps` split-adam updates of a [1, 50, H] matrix from 0 under gradients that share one
+    fresh noise vector over the inputs on every hidden unit of `differences` ([H], 1 where a unit
+    has it, 0 where the next layer does not read the unit) plus 1e-3 `differences` times fixed
+    signs per input; the hidden split from `start` (None: never). Returns (weights, the signs)."""
+    import tensorflow as tf
+
+    from nalu_cli.training import optimizer
+
+    n, units = 50, len(differences)
+    rng = np.random.default_rng(seed)
+    signs = rng.choice([-1.0, 1.0], size=(n, 1))
+    shared = np.asarray(differences, np.float64) != 0
+    params = [{"w": tf.zeros((1, n, units))}]
+    state = optimizer.init(params, [("w",)], hidden=start is not None)
+    for step in range(steps):
+        g = rng.normal(size=(n, 1)) * shared + 1e-3 * signs * np.asarray(differences)
+        step_size = optimizer.step_size(tf.constant([lr]), tf.constant(step, tf.int64))
+        params, state = optimizer.update([{"w": tf.constant(g[None], tf.float32)}], state, params, step_size,
+                                         hidden=None if start is None else (start, tf.constant(step, tf.int64)))
+    return params[0]["w"].numpy()[0], signs
+
+
+def test_the_hidden_split_moves_what_tells_the_hidden_units_apart_at_the_learning_rate():
+    """Two hidden units whose gradients share the batch's noise and differ by 1e-3: split-adam
+    divides the difference by the noise, so the units hardly part; from the hidden split's start
+    the difference has moments of its own and parts them by about the learning rate a step.
+    Before the start the steps are split-adam's, to the bit."""
+    lr, start, steps = 0.01, 100, 300
+    plain, signs = _hidden_split_run([1.0, -1.0], steps, None, lr=lr)
+    hidden, _ = _hidden_split_run([1.0, -1.0], steps, start, lr=lr)
+    apart = lambda w: float(np.mean((w[:, 1] - w[:, 0]) * signs[:, 0]))  # noqa: E731  (descent: against +-signs)
+    assert abs(apart(plain)) < 0.05 * (steps - start) * lr
+    assert apart(hidden) > 1.0 * (steps - start) * lr  # each unit about lr a step, so the two 2 lr
+    np.testing.assert_array_equal(_hidden_split_run([1.0, -1.0], start, start, lr=lr)[0],
+                                  _hidden_split_run([1.0, -1.0], start, None, lr=lr)[0])
+
+
+def test_the_hidden_split_leaves_a_unit_without_gradient_where_it_is():
+    """A hidden unit the next layer does not read (an NMU gate at 0) gets no gradient. The split is
+    along the units' principal direction, which gives that unit no part of the common step (the
+    plain mean over units would drag it along with the others)."""
+    hidden, _ = _hidden_split_run([1.0, -1.0, 0.0], 200, 0)
+    assert np.all(hidden[:, 2] == 0.0) and np.abs(hidden[:, :2]).max() > 0.5
+
+
 def test_split_adam_splits_the_first_layers_weight_matrices_only():
     import tensorflow as tf
 
@@ -211,15 +257,17 @@ def test_a_chunk_rolls_back_only_the_replicas_that_went_non_finite():
         params = [{"w": state.params[0]["w"] + tf.constant([[1.0], [np.inf], [1.0]])}]
         return TrainState(params, state.optimizer), loss_sum + tf.cast(n, tf.float32) * tf.constant([0.5, 0.5, np.nan])
 
-    state = TrainState([{"w": tf.zeros((3, 1))}], AdamState([{}], [{}], [{}], [{}]))
+    state = TrainState([{"w": tf.zeros((3, 1))}], AdamState(*([{}] for _ in AdamState._fields)))
     new_state, losses, finite = ChunkRunner(chunk)(0, 10, state, np.ones(3, bool), np.ones(3, np.float32))
     assert finite.tolist() == [True, False, False]
     assert new_state.params[0]["w"].numpy()[:, 0].tolist() == [1.0, 0.0, 0.0]
     assert losses[0] == 0.5 and np.isnan(losses[1:]).all()
 
 
-def test_a_trainer_restored_from_its_checkpoint_continues_exactly():
-    config = config_for("nau", op="add")
+@pytest.mark.parametrize("hidden_split_start", [None, 200])
+def test_a_trainer_restored_from_its_checkpoint_continues_exactly(hidden_split_start):
+    """With the hidden split, begun before the checkpoint (step 300), its state is restored too."""
+    config = config_for("nau", op="add", hidden_split_start=hidden_split_start)
     replicas = [Replica.for_seed(config, seed) for seed in (0, 1)]
     first = ReplicaTrainer(config.model, config.training, replicas)
     first.fit(300, 100, False)

@@ -40,7 +40,8 @@ class Architecture:
         initial = [get_params(self.model)] + [initial_params(member.model, input_size, r.init_seed, kind)
                                               for r in replicas[1:]]
         params = tf.nest.map_structure(lambda *leaves: tf.constant(np.stack(leaves)), *initial)
-        self.state = TrainState(params, optimizer.init(params, optimizer.split_weights(params, training.optimizer)))
+        split = optimizer.split_weights(params, training.optimizer)
+        self.state = TrainState(params, optimizer.init(params, split, hidden=training.hidden_split_start is not None))
         specs = [r.spec for r in replicas]
         # The graphs below close over the template model, not over this architecture and its sets.
         pure_forward = functools.partial(forward, self.model)

@@ -40,13 +40,24 @@ class SplitAdam(keras.optimizers.Optimizer):
             Defaults to `1.0`; nalu's trainer uses 1/T for sequences of T steps (see
             `nalu_cli.training.optimizer.recurrent_step_scale`).
 
+        hidden_split_start: An integer >= 0 or `None`. From this step (`iterations`), a split
+            matrix of more than one output (hidden unit) also splits the rest of its gradient
+            between what its outputs share and what tells them apart, each part with its own
+            moments (see `nalu_cli.training.optimizer._hidden_split`). Defaults to `None`
+            (never); nalu's default model begins at 1,000 (`training.hidden_split_start`).
+
     A matrix whose variable has an integer attribute `split_rows` (an `ArithmeticCell`'s unit,
     which reads [x_t, h_{t-1}]) splits its first rows only, the x_t rows that share the inputs'
     mean, and its other rows, the recurrence, step `recurrent_step_scale` times as far.
     """
 
-    def __init__(self, learning_rate=0.001, split=None, recurrent_step_scale=1.0, name="split_adam", **kwargs):
+    def __init__(self, learning_rate=0.001, split=None, recurrent_step_scale=1.0, hidden_split_start=None,
+                 name="split_adam", **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        if hidden_split_start is not None and (isinstance(hidden_split_start, bool) or not isinstance(
+                hidden_split_start, int) or hidden_split_start < 0):
+            raise ValueError(f"`hidden_split_start` must be an integer >= 0 or None. Received: {hidden_split_start!r}")
+        self.hidden_split_start = hidden_split_start
         if split is not None and (isinstance(split, str) or not all(isinstance(p, str) for p in split)):
             raise ValueError(f"`split` must be None or a list of strings. Received: split={split!r}")
         if isinstance(recurrent_step_scale, bool) or not isinstance(recurrent_step_scale, (int, float)) \
@@ -63,6 +74,7 @@ class SplitAdam(keras.optimizers.Optimizer):
         first_layer = _path(var_list[0]).rsplit("/", 1)[0] + "/" if var_list else ""
         self._common = {}  # variable index -> (mc, vc): the common mode's moments, [1, out] each
         self._rows = {}  # variable index -> split_rows, read here: update_step may be handed the backend's variable
+        self._hidden = {}  # variable index -> (mh, vh, s, u): the hidden split's state (optimizer.AdamState)
         for index, variable in enumerate(var_list):
             if len(variable.shape) != 2 or variable.shape[0] < 2:
                 continue
@@ -79,6 +91,15 @@ class SplitAdam(keras.optimizers.Optimizer):
                     for kind in ("common_m", "common_v")
                 )
                 self._common[index] = moments
+                if self.hidden_split_start is not None and variable.shape[1] > 1:
+                    units = variable.shape[1]
+                    self._hidden[index] = tuple(
+                        self.add_variable(shape, dtype=variable.dtype, name=f"{prefix}_{kind}", initializer=init)
+                        for kind, shape, init in (("hidden_m", (variable.shape[0], 1), "zeros"),
+                                                  ("hidden_v", (variable.shape[0], 1), "zeros"),
+                                                  ("hidden_s", (units, units), "zeros"),
+                                                  ("hidden_u", (1, units), keras.initializers.Constant(units ** -0.5)))
+                    )
 
     def split_variables(self) -> list:
         """The variables whose common mode moves with its own moments (after `build`)."""
@@ -87,11 +108,13 @@ class SplitAdam(keras.optimizers.Optimizer):
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
         common = self._common.get(index)
+        hidden = self._hidden.get(index)
         state = optimizer.AdamState(
             m=[{"w": self._m[index]}],
             v=[{"w": self._v[index]}],
             mc=[{"w": common[0]}] if common else [{}],
             vc=[{"w": common[1]}] if common else [{}],
+            **{kind: [{"w": value}] if hidden else [{}] for kind, value in zip(("mh", "vh", "s", "u"), hidden or [None] * 4)},
         )
         (new_weight,), new_state = optimizer.update(
             [{"w": ops.cast(gradient, variable.dtype)}],
@@ -100,16 +123,21 @@ class SplitAdam(keras.optimizers.Optimizer):
             optimizer.step_size(learning_rate, self.iterations),
             rows=[self._rows.get(index)],
             row_scales=[{"w": self.recurrent_step_scale} if index in self._rows else {}],
+            hidden=(self.hidden_split_start, self.iterations) if hidden else None,
         )
         self.assign(self._m[index], new_state.m[0]["w"])
         self.assign(self._v[index], new_state.v[0]["w"])
         if common:
             self.assign(common[0], new_state.mc[0]["w"])
             self.assign(common[1], new_state.vc[0]["w"])
+        if hidden:
+            for kind, value in zip(("mh", "vh", "s", "u"), hidden):
+                self.assign(value, getattr(new_state, kind)[0]["w"])
         self.assign(variable, new_weight["w"])
 
     def get_config(self):
-        return {**super().get_config(), "split": self.split, "recurrent_step_scale": self.recurrent_step_scale}
+        return {**super().get_config(), "split": self.split, "recurrent_step_scale": self.recurrent_step_scale,
+                "hidden_split_start": self.hidden_split_start}
 
 
 def _path(variable) -> str:

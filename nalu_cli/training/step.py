@@ -77,6 +77,7 @@ def make_chunk(forward, layers, replicas, training: TrainingConfig):
     schedules = layer_schedules(layers, training.regularizer_scale, training.regularizer_start, training.regularizer_end)
     split_rows = [getattr(layer, "split_rows", None) for layer in layers]  # a cell: its x_t rows
     row_scales = recurrent_row_scales(layers, training, replicas)
+    hidden_start = training.hidden_split_start
     # One replica runs without the replica axis: TF's batched matmul (and its gradient) costs
     # 3-4x a plain matmul for these tiny matrices on CPU (measured: 6.3k vs 25.6k steps/s).
     single = len(replicas) == 1
@@ -112,7 +113,8 @@ def make_chunk(forward, layers, replicas, training: TrainingConfig):
                 total = tf.reduce_sum(loss)  # replicas are independent: d total / d params_r = d loss_r
             grads = tape.gradient(total, state.params)
             params, moments = optimizer.update(
-                grads, state.optimizer, state.params, optimizer.step_size(replica_lr, step), split_rows, row_scales
+                grads, state.optimizer, state.params, optimizer.step_size(replica_lr, step), split_rows, row_scales,
+                hidden=None if hidden_start is None else (hidden_start, step),
             )
             params = [layer.clip(**p) for layer, p in zip(layers, params)]
             return i + 1, TrainState(params, moments), loss_sum + mse
