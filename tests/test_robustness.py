@@ -333,6 +333,27 @@ def test_a_setting_added_since_a_checkpoint_resumes_at_its_default_and_is_refuse
                 check_resumable(config, checkpoint, tmp_path)
 
 
+def test_a_run_of_0_15_is_resumed_only_where_it_trained_without_the_hidden_split(tmp_path):
+    """0.15.0's checkpoints record no training.hidden_split_start: a named unit trains as it did
+    (no hidden split) and resumes; the static default model, whose members now split from step
+    1,000, is refused, naming the setting."""
+    from nalu_cli.training.run import check_resumable, member_settings
+
+    for settings, refused in (({"model": {"layers": ["nau", "nmu"]}}, None),
+                              ({}, r"member 1 trained with training.hidden_split_start null; nalu .*'s "
+                                   r"\(nau -> gated\) with 1000: resume it with that nalu, or start a new run")):
+        config = resolve(settings)
+        members = member_settings(config)
+        for member in members:
+            del member["training"]["hidden_split_start"]
+        checkpoint = {"config": config.to_dict(), "step": 1000, "nalu_version": "0.15.0", "members": members}
+        if refused is None:
+            check_resumable(config, checkpoint, tmp_path)
+        else:
+            with pytest.raises(NaluError, match=refused):
+                check_resumable(config, checkpoint, tmp_path)
+
+
 def test_a_run_killed_mid_write_resumes_to_the_uninterrupted_run_and_leaves_nothing_of_the_dead_writer(
         tmp_path, monkeypatch):
     """Two points where a kill leaves a write half done: a checkpoint exchanged with its new version,
