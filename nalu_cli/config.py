@@ -183,7 +183,7 @@ class TrainingConfig:
     recurrent_step_scale: float | None = None
     # From this step, split-adam also splits the first layer's gradient between what its hidden units
     # share and what tells them apart, each with its own moments (training/optimizer.py, _hidden_split);
-    # null: never. The default model's static members begin at 1,000 (nalu_cli/portfolio.py).
+    # null: never. The default model's static gated member begins at 1,000 (nalu_cli/portfolio.py).
     hidden_split_start: int | None = None
 
 

@@ -36,7 +36,9 @@ def test_only_the_division_member_polishes_on_a_multiple_of_eval_every():
     config = resolve({"training": {"eval_every": 3000}})
     (gated, gated_training), (nainpu, nainpu_training) = portfolio.architectures(config)
     assert gated_training.polish_every == 0
+    # the gated member alone takes the hidden split (portfolio.HIDDEN_SPLIT_START)
     assert gated_training == dataclasses.replace(config.training, hidden_split_start=portfolio.HIDDEN_SPLIT_START)
+    assert nainpu_training.hidden_split_start is None
     assert nainpu_training.polish_every == 6_000 and nainpu_training.polish_iterations == 50
     assert nainpu_training.polish_limit == 2 and nainpu_training.polish_hold  # see portfolio.POLISH_LIMIT
     assert nainpu.layers == ["nau", "nainpu"] and nainpu.restarts == gated.restarts == 6

@@ -62,13 +62,13 @@ def init(params, split: list[tuple[str, ...]], hidden: bool = False) -> AdamStat
     `hidden`: whether split weights of more than one output (hidden unit) get the hidden split."""
     zeros = lambda tree: tf.nest.map_structure(tf.zeros_like, tree)  # noqa: E731
     common = [{name: tf.zeros_like(layer[name][..., :1, :]) for name in names} for layer, names in zip(params, split)]
-    hidden_names = [tuple(name for name in names if hidden and layer[name].shape[-1] > 1)
-                    for layer, names in zip(params, split)]
-    along = [{name: tf.zeros_like(layer[name][..., :1]) for name in names} for layer, names in zip(params, hidden_names)]
-    second = [{name: tf.zeros([*layer[name].shape[:-2], layer[name].shape[-1], layer[name].shape[-1]], layer[name].dtype)
-               for name in names} for layer, names in zip(params, hidden_names)]
-    direction = [{name: tf.ones_like(layer[name][..., :1, :]) / layer[name].shape[-1] ** 0.5 for name in names}
-                 for layer, names in zip(params, hidden_names)]
+    hidden_weights = [{name: layer[name] for name in names if hidden and layer[name].shape[-1] > 1}
+                      for layer, names in zip(params, split)]
+    along = [{name: tf.zeros_like(w[..., :1]) for name, w in layer.items()} for layer in hidden_weights]
+    second = [{name: tf.zeros([*w.shape[:-2], w.shape[-1], w.shape[-1]], w.dtype) for name, w in layer.items()}
+              for layer in hidden_weights]
+    direction = [{name: tf.ones_like(w[..., :1, :]) / w.shape[-1] ** 0.5 for name, w in layer.items()}
+                 for layer in hidden_weights]
     return AdamState(m=zeros(params), v=zeros(params), mc=common, vc=zeros(common), mh=along, vh=zeros(along),
                      s=second, u=direction)
 

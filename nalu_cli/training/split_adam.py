@@ -44,7 +44,7 @@ class SplitAdam(keras.optimizers.Optimizer):
             matrix of more than one output (hidden unit) also splits the rest of its gradient
             between what its outputs share and what tells them apart, each part with its own
             moments (see `nalu_cli.training.optimizer._hidden_split`). Defaults to `None`
-            (never); nalu's default model begins at 1,000 (`training.hidden_split_start`).
+            (never); nalu's default model's gated member begins at 1,000 (`training.hidden_split_start`).
 
     A matrix whose variable has an integer attribute `split_rows` (an `ArithmeticCell`'s unit,
     which reads [x_t, h_{t-1}]) splits its first rows only, the x_t rows that share the inputs'
