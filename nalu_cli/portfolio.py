@@ -32,9 +32,9 @@ POLISH_ITERATIONS = {"static": 50, "recurrent": 100}
 # The static gated member's split-adam splits its hidden units' common mode from step 1,000
 # (training.hidden_split_start, training/optimizer.py): on a*b both hidden units first settle on
 # (a + b) / 2 and then part so slowly that the default table's seeds were solved by a median step
-# of 20,000; with the split, 3,000. Not the NaiNPU member's: a ratio h1 / h2 is blind to a scale
-# the two units share, along which their common mode then wanders with moments of its own, and
-# its polish at step 5,000 found a/b on 19 of the table's 20 seeds instead of 20 (README, "Split-adam").
+# of 20,000; with the split, 3,000. Not the NaiNPU member's: with it, its polish at step 5,000 found
+# a/b on 19 of the table's 20 seeds instead of 20 (README, "Split-adam"; we think because a ratio
+# h1 / h2 is blind to a scale the two units share, along which their common mode then wanders).
 HIDDEN_SPLIT_START = 1_000
 DEFAULT_MODEL = {
     "static": ((("nau", "gated"), {"hidden_split_start": HIDDEN_SPLIT_START}),
