@@ -310,48 +310,39 @@ def test_a_run_whose_members_this_nalu_would_train_otherwise_is_refused(tmp_path
         check_resumable(config, checkpoint, tmp_path)
 
 
-def test_a_setting_added_since_a_checkpoint_resumes_at_its_default_and_is_refused_otherwise(tmp_path):
-    """A checkpoint of nalu 0.10 records no training.polish_hold (0.11.0's): a named unit, which
-    trains as it did, resumes; the static default model, whose NaiNPU member now polishes otherwise,
-    is refused, naming the first setting that changed."""
+NAMED = {"model": {"layers": ["nau", "nmu"]}}
+
+
+@pytest.mark.parametrize("version, added, settings, older, refused", [
+    # 0.11.0's training.polish_hold: the static default model's NaiNPU member now polishes otherwise
+    # (0.10's: one free polish of 1,000 iterations at step 10,000).
+    ("0.10.2", "polish_hold", NAMED, {}, None),
+    ("0.10.2", "polish_hold", {}, {1: {"polish_every": 10_000, "polish_iterations": 1_000, "polish_limit": 1}},
+     r"member 2 trained with training.polish_every 10000; nalu .*'s \(nau -> nainpu\) with 5000"),
+    # 0.16.0's training.hidden_split_start: the static default model's gated member now splits from step 1,000.
+    ("0.15.0", "hidden_split_start", NAMED, {}, None),
+    ("0.15.0", "hidden_split_start", {}, {},
+     r"member 1 trained with training.hidden_split_start null; nalu .*'s \(nau -> gated\) with 1000: "
+     r"resume it with that nalu, or start a new run"),
+])
+def test_a_setting_added_since_a_checkpoint_resumes_at_its_default_and_is_refused_otherwise(
+        tmp_path, version, added, settings, older, refused):
+    """A checkpoint of an older nalu records no setting added since: a named unit, which trains as it
+    did, resumes; the static default model, whose member now trains otherwise, is refused, naming the
+    first setting that changed."""
     from nalu_cli.training.run import check_resumable, member_settings
 
-    for settings, refused in (({"model": {"layers": ["nau", "nmu"]}}, None),
-                              ({}, r"member 2 trained with training.polish_every 10000; nalu .*'s "
-                                   r"\(nau -> nainpu\) with 5000")):
-        config = resolve(settings)
-        members = member_settings(config)
-        for member in members:
-            del member["training"]["polish_hold"]
-        if not settings:  # 0.10's NaiNPU member: one free polish of 1,000 iterations at step 10,000
-            members[1]["training"].update(polish_every=10_000, polish_iterations=1_000, polish_limit=1)
-        checkpoint = {"config": config.to_dict(), "step": 1000, "nalu_version": "0.10.2", "members": members}
-        if refused is None:
+    config = resolve(settings)
+    members = member_settings(config)
+    for index, member in enumerate(members):
+        del member["training"][added]
+        member["training"].update(older.get(index, {}))
+    checkpoint = {"config": config.to_dict(), "step": 1000, "nalu_version": version, "members": members}
+    if refused is None:
+        check_resumable(config, checkpoint, tmp_path)
+    else:
+        with pytest.raises(NaluError, match=refused):
             check_resumable(config, checkpoint, tmp_path)
-        else:
-            with pytest.raises(NaluError, match=refused):
-                check_resumable(config, checkpoint, tmp_path)
-
-
-def test_a_run_of_0_15_is_resumed_only_where_it_trained_without_the_hidden_split(tmp_path):
-    """0.15.0's checkpoints record no training.hidden_split_start: a named unit trains as it did
-    (no hidden split) and resumes; the static default model, whose members now split from step
-    1,000, is refused, naming the setting."""
-    from nalu_cli.training.run import check_resumable, member_settings
-
-    for settings, refused in (({"model": {"layers": ["nau", "nmu"]}}, None),
-                              ({}, r"member 1 trained with training.hidden_split_start null; nalu .*'s "
-                                   r"\(nau -> gated\) with 1000: resume it with that nalu, or start a new run")):
-        config = resolve(settings)
-        members = member_settings(config)
-        for member in members:
-            del member["training"]["hidden_split_start"]
-        checkpoint = {"config": config.to_dict(), "step": 1000, "nalu_version": "0.15.0", "members": members}
-        if refused is None:
-            check_resumable(config, checkpoint, tmp_path)
-        else:
-            with pytest.raises(NaluError, match=refused):
-                check_resumable(config, checkpoint, tmp_path)
 
 
 def test_a_run_killed_mid_write_resumes_to_the_uninterrupted_run_and_leaves_nothing_of_the_dead_writer(

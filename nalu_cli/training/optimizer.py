@@ -21,6 +21,10 @@ BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-7
 HIDDEN_DECAY = 0.99
 
 
+# AdamState's fields that only weights with a hidden split have entries in.
+HIDDEN_FIELDS = ("mh", "vh", "s", "u")
+
+
 class AdamState(NamedTuple):
     """Moments per weight, as the params: one {name: tensor} dict per layer.
 

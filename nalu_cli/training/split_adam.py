@@ -74,7 +74,7 @@ class SplitAdam(keras.optimizers.Optimizer):
         first_layer = _path(var_list[0]).rsplit("/", 1)[0] + "/" if var_list else ""
         self._common = {}  # variable index -> (mc, vc): the common mode's moments, [1, out] each
         self._rows = {}  # variable index -> split_rows, read here: update_step may be handed the backend's variable
-        self._hidden = {}  # variable index -> (mh, vh, s, u): the hidden split's state (optimizer.AdamState)
+        self._hidden = {}  # variable index -> {mh, vh, s, u}: the hidden split's state (optimizer.HIDDEN_FIELDS)
         for index, variable in enumerate(var_list):
             if len(variable.shape) != 2 or variable.shape[0] < 2:
                 continue
@@ -93,13 +93,14 @@ class SplitAdam(keras.optimizers.Optimizer):
                 self._common[index] = moments
                 if self.hidden_split_start is not None and variable.shape[1] > 1:
                     units = variable.shape[1]
-                    self._hidden[index] = tuple(
-                        self.add_variable(shape, dtype=variable.dtype, name=f"{prefix}_{kind}", initializer=init)
-                        for kind, shape, init in (("hidden_m", (variable.shape[0], 1), "zeros"),
-                                                  ("hidden_v", (variable.shape[0], 1), "zeros"),
-                                                  ("hidden_s", (units, units), "zeros"),
-                                                  ("hidden_u", (1, units), keras.initializers.Constant(units ** -0.5)))
-                    )
+                    shapes = {"mh": (variable.shape[0], 1), "vh": (variable.shape[0], 1), "s": (units, units),
+                              "u": (1, units)}
+                    self._hidden[index] = {
+                        kind: self.add_variable(shapes[kind], dtype=variable.dtype, name=f"{prefix}_hidden_{kind}",
+                                                initializer=keras.initializers.Constant(units ** -0.5) if kind == "u"
+                                                else "zeros")
+                        for kind in optimizer.HIDDEN_FIELDS
+                    }
 
     def split_variables(self) -> list:
         """The variables whose common mode moves with its own moments (after `build`)."""
@@ -114,7 +115,7 @@ class SplitAdam(keras.optimizers.Optimizer):
             v=[{"w": self._v[index]}],
             mc=[{"w": common[0]}] if common else [{}],
             vc=[{"w": common[1]}] if common else [{}],
-            **{kind: [{"w": value}] if hidden else [{}] for kind, value in zip(("mh", "vh", "s", "u"), hidden or [None] * 4)},
+            **{kind: [{"w": hidden[kind]}] if hidden else [{}] for kind in optimizer.HIDDEN_FIELDS},
         )
         (new_weight,), new_state = optimizer.update(
             [{"w": ops.cast(gradient, variable.dtype)}],
@@ -130,9 +131,8 @@ class SplitAdam(keras.optimizers.Optimizer):
         if common:
             self.assign(common[0], new_state.mc[0]["w"])
             self.assign(common[1], new_state.vc[0]["w"])
-        if hidden:
-            for kind, value in zip(("mh", "vh", "s", "u"), hidden):
-                self.assign(value, getattr(new_state, kind)[0]["w"])
+        for kind, value in (hidden or {}).items():
+            self.assign(value, getattr(new_state, kind)[0]["w"])
         self.assign(variable, new_weight["w"])
 
     def get_config(self):
