@@ -60,34 +60,6 @@ def test_training_in_chunks_equals_one_long_chunk(monkeypatch):
             np.testing.assert_array_equal(a[name], b[name])
 
 
-def test_the_hidden_split_s_chunk_is_traced_only_from_its_start(monkeypatch):
-    """With a hidden split from step 150 the steps before it and from it are two chunks: a run
-    that ends before the start never traces the split's (the default model's a+b is solved by
-    step 1,000, its split begins there), and no call spans the start, so any calls give the
-    numbers of one long call."""
-    import tensorflow as tf
-
-    from nalu_cli.training.step import ChunkRunner
-
-    config = config_for("nau", op="add", hidden_split_start=150)
-    replica = Replica.for_seed(config, 3)
-    monkeypatch.setattr(ChunkRunner, "_pace", lambda runner, steps, seconds: None)  # keep call_steps as set
-    chunked = ReplicaTrainer(config.model, config.training, [replica])
-    runner = chunked.architectures[0].chunk
-    (_, before), (start, after) = runner.phases
-    runner.call_steps = 7
-    chunked.train(100)
-    assert start == 150 and before.experimental_get_tracing_count() == 1
-    assert after.experimental_get_tracing_count() == 0 and not runner.compiled(150)
-    chunked.train(200)
-    assert after.experimental_get_tracing_count() == 1
-    whole = ReplicaTrainer(config.model, config.training, [replica])
-    whole.architectures[0].chunk.call_steps = 400
-    whole.train(300)
-    for a, b in zip(*(tf.nest.flatten(trainer.architectures[0].state) for trainer in (chunked, whole))):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
-
-
 def test_an_interrupt_abandons_the_chunk_and_leaves_the_trainer_as_it_was():
     """With eval_every far beyond one call, `should_stop` is asked between calls: the chunk's
     steps are dropped, and the trainer is as the last evaluation (the run's checkpoint) left it."""
@@ -192,12 +164,11 @@ def test_split_adam_moves_what_tells_inputs_apart_at_the_learning_rate():
     np.testing.assert_allclose(split, lr + lr * signs, atol=1e-3 * lr)  # Adam's epsilon: ~3e-4 relative
 
 
-def _hidden_split_run(differences, steps, start, seed=0, lr=0.01, known=False):
+def _hidden_split_run(differences, steps, start, seed=0, lr=0.01):
     """`steps` split-adam updates of a [1, 50, H] matrix from 0 under gradients that share one
     fresh noise vector over the inputs on every hidden unit of `differences` ([H], 1 where a unit
     has it, 0 where the next layer does not read the unit) plus 1e-3 `differences` times fixed
-    signs per input; the hidden split from `start` (None: never), the update told which side of
-    it each step is when `known` (as the trainer's chunks are). Returns (weights, the signs)."""
+    signs per input; the hidden split from `start` (None: never). Returns (weights, the signs)."""
     import tensorflow as tf
 
     from nalu_cli.training import optimizer
@@ -212,8 +183,7 @@ def _hidden_split_run(differences, steps, start, seed=0, lr=0.01, known=False):
         g = rng.normal(size=(n, 1)) * shared + 1e-3 * signs * np.asarray(differences)
         step_size = optimizer.step_size(tf.constant([lr]), tf.constant(step, tf.int64))
         params, state = optimizer.update([{"w": tf.constant(g[None], tf.float32)}], state, params, step_size,
-                                         hidden=None if start is None else (start, tf.constant(step, tf.int64),
-                                                                            step >= start if known else None))
+                                         hidden=None if start is None else (start, tf.constant(step, tf.int64)))
     return params[0]["w"].numpy()[0], signs
 
 
@@ -230,14 +200,6 @@ def test_the_hidden_split_moves_what_tells_the_hidden_units_apart_at_the_learnin
     assert apart(hidden) > 1.0 * (steps - start) * lr  # each unit about lr a step, so the two 2 lr
     np.testing.assert_array_equal(_hidden_split_run([1.0, -1.0], start, start, lr=lr)[0],
                                   _hidden_split_run([1.0, -1.0], start, None, lr=lr)[0])
-
-
-def test_the_hidden_split_told_its_side_of_the_start_takes_the_same_steps():
-    """The trainer's chunks know whether their steps are before the start or from it
-    (step.make_chunks) and build only that side's ops: the same steps, to the bit."""
-    decided, _ = _hidden_split_run([1.0, -1.0], 300, 100)
-    known, _ = _hidden_split_run([1.0, -1.0], 300, 100, known=True)
-    np.testing.assert_array_equal(known, decided)
 
 
 def test_the_hidden_split_leaves_a_unit_without_gradient_where_it_is():
@@ -347,7 +309,7 @@ def test_a_portfolio_trains_each_architecture_as_alone_and_selects_across_them()
     assert both.chosen([0, 1]) == int(np.argmin(interpolation)) and interpolation[0] != interpolation[1]
     # Compiled one at a time before the first chunk (to keep the peak memory down), each traced
     # once: the compiling call is the one every later call runs. One copy of the evaluation sets.
-    assert [arch.chunk.phases[0][1].experimental_get_tracing_count() for arch in both.architectures] == [1, 1]
+    assert [arch.chunk.chunk.experimental_get_tracing_count() for arch in both.architectures] == [1, 1]
     assert both.architectures[0].evaluate.sets is both.architectures[1].evaluate.sets
 
 
@@ -405,8 +367,8 @@ def test_a_later_trainer_of_the_same_architecture_runs_on_the_graphs_of_an_earli
     earlier = trainer((0, 1), graphs)
     earlier.fit(100, 100, False)  # traced, compiled, and polished once
     later, own = trainer((2, 3), graphs), trainer((2, 3))
-    chunk = later.architectures[0].chunk.phases[0][1]
-    assert chunk is earlier.architectures[0].chunk.phases[0][1] and len(graphs) == 3  # chunk, evaluation, polish
+    chunk = later.architectures[0].chunk.chunk
+    assert chunk is earlier.architectures[0].chunk.chunk and len(graphs) == 3  # chunk, evaluation, polish
     for each in (later, own):
         each.fit(300, 100, False)  # three evaluations and polishes
     assert chunk.experimental_get_tracing_count() == 1
@@ -423,7 +385,7 @@ def test_a_later_trainer_of_the_same_architecture_runs_on_the_graphs_of_an_earli
     assert len(graphs) == 9
     # One replica's chunk holds its stream as constants: never another seed's.
     alone, other = trainer((5,), graphs), trainer((6,), graphs)
-    assert alone.architectures[0].chunk.phases[0][1] is not other.architectures[0].chunk.phases[0][1]
+    assert alone.architectures[0].chunk.chunk is not other.architectures[0].chunk.chunk
     own = trainer((6,))
     for each in (other, own):
         each.train(100)

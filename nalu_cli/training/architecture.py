@@ -18,7 +18,7 @@ from nalu_cli.training import optimizer
 from nalu_cli.training.evaluate import can_snap, make_evaluator
 from nalu_cli.training.polish import make_polish
 from nalu_cli.training.replicas import Member
-from nalu_cli.training.step import ChunkRunner, TrainState, make_chunks, recurrent_row_scales, streams
+from nalu_cli.training.step import ChunkRunner, TrainState, make_chunk, recurrent_row_scales, streams
 
 
 class Architecture:
@@ -46,8 +46,8 @@ class Architecture:
         # The graphs below close over the template model, not over this architecture and its sets.
         pure_forward = functools.partial(forward, self.model)
         reuse = graph_reuse(graphs, member)
-        make = lambda: make_chunks(pure_forward, self.layers, replicas, training)  # noqa: E731
-        # One replica's chunks draw its stream from constants (step.make_chunk): its own.
+        make = lambda: make_chunk(pure_forward, self.layers, replicas, training)  # noqa: E731
+        # One replica's chunk draws its stream from constants (step.make_chunk): its own.
         self.chunk = ChunkRunner(make() if len(replicas) == 1 else reuse(("chunk",), make), streams=streams(replicas))
         self.snap_selection = training.snap_selection and can_snap(self.layers, params)
         self.evaluate = make_evaluator(pure_forward, self.layers, specs, self.snap_selection, shared=shared_sets,

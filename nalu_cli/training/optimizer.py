@@ -99,10 +99,8 @@ def update(grads, state: AdamState, params, step_size, rows: list | None = None,
     cell's weights read [x_t, h_{t-1}], and only the x_t rows share the inputs' mean.
     `row_scales` (one {weight name: factor} per layer) multiplies the step of those weights'
     rows after `rows[layer]`, a cell's h_{t-1} rows (see `recurrent_step_scale`).
-    `hidden`: (start, step) or (start, step, began), the step the hidden split begins at, this
-    update's 0-based step, and whether step >= start when the caller knows it (a Python bool: the
-    ops of the other side are then not built; see step.make_chunks), for the weights in
-    `state.u` (see `_hidden_split`); None when the state has none.
+    `hidden`: (start, step), the step the hidden split begins at and this update's 0-based step,
+    for the weights in `state.u` (see `_hidden_split`); None when the state has none.
     """
     new = [tuple({} for _ in AdamState._fields) + ({},) for _ in params]
     for layer, (p_l, g_l, m_l, v_l, mc_l, vc_l, mh_l, vh_l, s_l, u_l) in enumerate(zip(params, grads, *state)):
@@ -140,7 +138,7 @@ def _moments(m, v, g):
     return m, v, m / (tf.sqrt(v) + EPSILON)
 
 
-def _hidden_split(rest, mask, m, v, mh, vh, s, u, start, step, began=None):
+def _hidden_split(rest, mask, m, v, mh, vh, s, u, start, step):
     """The hidden split of a split matrix's rest R ([..., in, out]; `mask` [in, 1] its split rows):
     (m, v, mh, vh, s, u, direction) after this step.
 
@@ -157,8 +155,7 @@ def _hidden_split(rest, mask, m, v, mh, vh, s, u, start, step, began=None):
     unit the next layer does not read (an NMU gate at 0) has no gradient, and the mean would
     drag it along with the others. Before `start` the units have yet to find what they share:
     split from step 0 (in both static members), the default model solved a*b by a median step
-    of 6,500, from 1,000 by 3,000 (seeds 0-9; 3,000 too with the gated member's alone, 0.16.0).
-    The steps that begin at `start` have their own bias correction. `began`: see `update`."""
+    of 6,500, from 1,000 by 3,000 (seeds 0-9; 3,000 too with the gated member's alone, 0.16.0). The steps that begin at `start` have their own bias correction."""
     dtype = rest.dtype
     split_rest = rest * mask
     rows = tf.reduce_sum(mask)
@@ -168,10 +165,7 @@ def _hidden_split(rest, mask, m, v, mh, vh, s, u, start, step, began=None):
     turned = turned / tf.where(length > 0, length, tf.ones_like(length))
     turned = turned * tf.where(tf.reduce_sum(turned, axis=-1, keepdims=True) < 0, -1.0, 1.0)
     u = tf.where(length > 0, turned, u)  # no second moment yet: the starting direction
-    if began is False:  # known to be before the start: split-adam's step (the same as below, built alone)
-        m, v, direction = _moments(m, v, rest)
-        return m, v, mh, vh, s, u, direction
-    began, begins = step >= start if began is None else began, tf.equal(step, start)
+    began, begins = step >= start, tf.equal(step, start)
     m, v = tf.where(begins, tf.zeros_like(m), m), tf.where(begins, tf.zeros_like(v), v)
     along = tf.matmul(split_rest, u, transpose_b=True)  # [..., in, 1]; 0 on rows not split
     new_mh, new_vh, common = _moments(mh, vh, along)

@@ -62,22 +62,7 @@ def recurrent_row_scales(layers, training: TrainingConfig, replicas) -> list[dic
              and len(value.shape) == 2} for layer in layers]
 
 
-def make_chunks(forward, layers, replicas, training: TrainingConfig) -> dict:
-    """{first step: chunk} (see `ChunkRunner`): one chunk, or with a hidden split
-    (training.hidden_split_start) one for the steps before its start and one from it.
-
-    The split's ops are traced and compiled only when a run reaches its start: the default
-    model solves a+b, a-b, a^2 and sqrt(a) before step 1,000, and tracing and loading the gated
-    member's chunk with the split took 0.59 s against 0.49 s without (0.16.0, warm XLA cache).
-    """
-    start = training.hidden_split_start
-    if not start:  # None: no split; 0: every step has it
-        return {0: make_chunk(forward, layers, replicas, training, began=None if start is None else True)}
-    return {0: make_chunk(forward, layers, replicas, training, began=False),
-            start: make_chunk(forward, layers, replicas, training, began=True)}
-
-
-def make_chunk(forward, layers, replicas, training: TrainingConfig, began: bool | None = None):
+def make_chunk(forward, layers, replicas, training: TrainingConfig):
     """chunk(start, n, state, lr_scale, loss_sum, streams) -> (state after steps start..start+n-1,
     loss_sum plus each of those steps' MSE, per replica).
 
@@ -86,8 +71,7 @@ def make_chunk(forward, layers, replicas, training: TrainingConfig, began: bool 
     `streams(replicas)`: so the chunk computes nothing particular to their seeds, and serves
     any replicas of the same architecture, training settings and task (op, input shape, range)
     (`Architecture` reuses it for later trainers in the process). One replica runs with its
-    stream built in (`streams` is ()). With a hidden split, `began` says whether every step of
-    the chunk is before its start (False) or from it (True); see `make_chunks`.
+    stream built in (`streams` is ()).
     """
     lr, batch = training.learning_rate, training.batch_size
     schedules = layer_schedules(layers, training.regularizer_scale, training.regularizer_start, training.regularizer_end)
@@ -130,7 +114,7 @@ def make_chunk(forward, layers, replicas, training: TrainingConfig, began: bool 
             grads = tape.gradient(total, state.params)
             params, moments = optimizer.update(
                 grads, state.optimizer, state.params, optimizer.step_size(replica_lr, step), split_rows, row_scales,
-                hidden=None if hidden_start is None else (hidden_start, step, began),
+                hidden=None if hidden_start is None else (hidden_start, step),
             )
             params = [layer.clip(**p) for layer, p in zip(layers, params)]
             return i + 1, TrainState(params, moments), loss_sum + mse
@@ -153,7 +137,7 @@ def streams(replicas) -> tuple:
 
 
 class ChunkRunner:
-    """Runs compiled chunks for any number of steps, in calls of about `call_seconds` each.
+    """Runs a compiled chunk for any number of steps, in calls of about `call_seconds` each.
 
     `runner(start, n, state, active, lr_scale, should_stop)` returns (state, losses, finite):
     replicas not `active` keep their state; a replica whose mean loss or weights went
@@ -163,33 +147,17 @@ class ChunkRunner:
     """
 
     def __init__(self, chunk, call_seconds: float = CALL_SECONDS, streams: tuple = ()):
-        """`chunk`: a chunk (`make_chunk`), or {first step: chunk} (`make_chunks`), each chunk taking the
-        steps from its first step to the next one's (no call spans two); `streams`: the chunks'
-        `streams` argument (see `streams`)."""
-        self.phases = sorted((chunk if isinstance(chunk, dict) else {0: chunk}).items())
-        if self.phases[0][0] != 0:
-            raise ValueError(f"the first chunk must begin at step 0, not {self.phases[0][0]}")
-        self.call_seconds, self.streams = call_seconds, streams
+        """`streams`: the chunk's `streams` argument (see `streams`)."""
+        self.chunk, self.call_seconds, self.streams = chunk, call_seconds, streams
         self.call_steps = FIRST_CALL_STEPS
-        self._compiled = set()  # the first steps of the chunks called so far
+        self.compiled = False
 
-    def _phase(self, step: int) -> tuple[int, Callable, int | None]:
-        """(its first step, the chunk, the next chunk's first step or None) for the chunk of `step`."""
-        index = max(k for k, (first, _) in enumerate(self.phases) if first <= step)
-        following = self.phases[index + 1][0] if index + 1 < len(self.phases) else None
-        return (*self.phases[index], following)
-
-    def compiled(self, step: int) -> bool:
-        """Whether the chunk that takes `step` has been traced and compiled (called)."""
-        return self._phase(step)[0] in self._compiled
-
-    def compile(self, state: TrainState, lr_scale: np.ndarray, step: int = 0) -> None:
-        """Trace and compile the chunk that takes `step` now, taking no step (a call of 0 steps), if no call has yet."""
-        first, chunk, _ = self._phase(step)
-        if first not in self._compiled:
-            chunk(tf.constant(step, tf.int64), tf.constant(0, tf.int64), state, tf.constant(lr_scale),
-                  tf.zeros(len(lr_scale)), self.streams)
-            self._compiled.add(first)
+    def compile(self, state: TrainState, lr_scale: np.ndarray) -> None:
+        """Trace and compile the chunk now, taking no step (a call of 0 steps), if no call has yet."""
+        if not self.compiled:
+            self.chunk(tf.constant(0, tf.int64), tf.constant(0, tf.int64), state, tf.constant(lr_scale),
+                       tf.zeros(len(lr_scale)), self.streams)
+            self.compiled = True
 
     def __call__(self, start: int, n: int, state: TrainState, active: np.ndarray, lr_scale: np.ndarray,
                  should_stop: Callable[[], bool] | None = None):
@@ -197,15 +165,12 @@ class ChunkRunner:
         while done < n:
             if done and should_stop is not None and should_stop():
                 return None
-            first, chunk, following = self._phase(start + done)
             steps = min(self.call_steps, n - done)
-            if following is not None:
-                steps = min(steps, following - (start + done))
             started = time.perf_counter()
-            new_state, loss_sum = chunk(
+            new_state, loss_sum = self.chunk(
                 tf.constant(start + done, tf.int64), tf.constant(steps, tf.int64), new_state, lr_scale, loss_sum,
                 self.streams)
-            self._compiled.add(first)
+            self.compiled = True
             self._pace(steps, time.perf_counter() - started)
             done += steps
             faults.reached("chunk-call")

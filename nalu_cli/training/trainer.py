@@ -84,9 +84,9 @@ class ReplicaTrainer:
         if len(jobs) > 1:  # each architecture is its own graph: stepped side by side, one Python thread each
             # but compiled one at a time: two XLA compilations at once raised a recurrent run's peak
             # memory by about 90 MiB (README, "Speed and memory").
-            if not all(arch.chunk.compiled(self.step) for arch in jobs):
+            if not all(arch.chunk.compiled for arch in jobs):
                 for arch in jobs:
-                    arch.chunk.compile(arch.state, self.status.lr_scale[arch.indices], self.step)
+                    arch.chunk.compile(arch.state, self.status.lr_scale[arch.indices])
                 release_freed_memory()
             with ThreadPoolExecutor(len(jobs), thread_name_prefix="architecture") as pool:
                 outcomes = list(pool.map(run, jobs))
