@@ -8,7 +8,8 @@
 - `RegularizerSchedule`: a callback that ramps each penalty with the step, as nalu trains.
 - `SplitAdam`: nalu's split-adam as a `keras.optimizers.Optimizer`.
 - `SnapSelection`: a callback that keeps the best weights on your validation set, snapped to
-  exact values when that is better; `snap_units(model)` snaps a trained model in place.
+  exact values (for a model of two units, also the exact forms `nalu train` derives from the
+  weights) when that is better; `snap_units(model)` snaps a trained model in place.
 
 Importing it registers everything under the Keras package "nalu", so saved models reload.
 """

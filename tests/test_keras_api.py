@@ -217,6 +217,28 @@ def test_snap_selection_keeps_the_snapped_weights_only_when_better():
         np.testing.assert_array_equal(a, b)
 
 
+def test_snap_selection_reads_the_exact_product_a_model_of_two_units_holds_at_the_wrong_scale():
+    """Each slice at weight 0.4 rounds to nothing, unit by unit; as nalu train does, the callback
+    also tries the product of the first layer's patterns (training/forms.py) and hands out a*b.
+    Around other layers (an output scaled by 1.5) the forms are not those of the model: not tried
+    (the form would give 1.5 a*b, nearer y than the trained weights, and be selected)."""
+    x, y = data(256)
+    scaled = exact_nau_nmu()
+    scaled.layers[0].w.assign(0.4 * scaled.layers[0].w.numpy())
+    inputs = keras.Input((IN,))
+    rescaled = keras.Model(inputs, keras.layers.Rescaling(1.5)(NMU(1, name="nmu")(NAU(2, name="nau")(inputs))))
+    rescaled.set_weights(scaled.get_weights())
+    for model, derived in ((scaled, True), (rescaled, False)):
+        selection = SnapSelection(validation_data=(x, y))
+        model.compile(keras.optimizers.SGD(0.0), "mse", run_eagerly=True)
+        model.fit(x, y, batch_size=256, epochs=1, callbacks=[selection], verbose=0)
+        assert selection.best_snapped is derived
+        if derived:
+            assert selection.best_mse < 1e-9
+            for a, b in zip(model.get_weights(), exact_nau_nmu().get_weights()):
+                np.testing.assert_array_equal(a, b)
+
+
 # -- saving and arguments -------------------------------------------------------------------------
 
 

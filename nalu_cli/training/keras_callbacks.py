@@ -4,11 +4,13 @@
   (`step.regularizer_lambda`, the trainer's schedule), as `LearningRateScheduler` drives the
   learning rate.
 - `SnapSelection`: model selection on a validation set the user names, with every unit's
-  weights snapped to their exact values as a candidate (the trainer's snapped-weight selection).
+  weights snapped to their exact values as a candidate (the trainer's snapped-weight selection,
+  the exact forms derived from the weights included where they apply).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import keras
@@ -17,7 +19,8 @@ import tensorflow as tf
 
 from nalu_cli.evaluation import mse
 from nalu_cli.inspection.snapping import exact_params, snap_units
-from nalu_cli.model import get_params, unit_layers
+from nalu_cli.model import forward, get_params, set_params, unit_layers
+from nalu_cli.training.evaluate import make_scores
 from nalu_cli.training.step import layer_schedules, regularizer_lambda
 from nalu_cli.units import ArithmeticUnit
 
@@ -91,6 +94,13 @@ class SnapSelection(keras.callbacks.Callback):
     it ends the model holds the selected ones. Give interpolation data: selection should never
     see the data you test extrapolation on.
 
+    When the model is two units and nothing else (its output is the second unit's of the first
+    unit's of the input, checked on the first validation samples), the snapped candidate is, as
+    in `nalu train`, the better of every unit snapped and the exact forms derived from the
+    weights (a sum of sums; a product of powers of the first layer's patterns), chosen on the
+    first 1,000 validation samples: the weights can be at the right function at the wrong scale,
+    which rounding each weight alone misses (nalu_cli/training/forms.py).
+
     Args:
         validation_data: A tuple `(x, y)` of arrays.
         every: Positive integer, epochs between two checks.
@@ -119,13 +129,19 @@ class SnapSelection(keras.callbacks.Callback):
             raise ValueError("SnapSelection: the model has no nalu unit to snap")
         exact_params(layers, get_params(self.model))  # a unit without an exact form fails here, not after an epoch
         self.best_mse, self.best_epoch, self.best_snapped, self.best_weights = math.inf, None, False, None
+        self._scores = self._derived_scores(layers)
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
         weights = self.model.get_weights()
         trained = self._mse()
-        snap_units(self.model)
+        if self._scores is None:
+            snap_units(self.model)
+        else:  # every unit snapped, or an exact form derived from the weights where that is better
+            params = [{name: tf.constant(value[None]) for name, value in layer.items()} for layer in get_params(self.model)]
+            (snapped_params, _), = self._scores(params, self._sets)[1:]
+            set_params(self.model, [{name: value.numpy()[0] for name, value in layer.items()} for layer in snapped_params])
         snapped = self._mse()
         candidates = [(trained, False, weights), (snapped, True, self.model.get_weights())]
         self.model.set_weights(weights)  # training continues from its own weights
@@ -142,6 +158,23 @@ class SnapSelection(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
+
+    def _derived_scores(self, layers):
+        """The evaluator's scores graph (training/evaluate.py, one model) when the model is the two
+        `layers` in sequence on a static input, else None: the forms are of such models only."""
+        x = np.asarray(self.x)
+        if len(layers) != 2 or x.ndim != 2:
+            return None
+        pure = functools.partial(forward, self.model)
+        head = x[:64].astype(np.float32)
+        params = [{name: tf.constant(value) for name, value in layer.items()} for layer in get_params(self.model)]
+        own = np.asarray(self.model.predict(head, batch_size=self.batch_size, verbose=0), np.float64)
+        pure_output = pure(params, tf.constant(head)).numpy().astype(np.float64)
+        if own.shape != pure_output.shape or not np.allclose(own, pure_output, rtol=1e-5, atol=1e-6, equal_nan=True):
+            return None  # other layers or ops around the units
+        y = np.asarray(self.y, np.float32).reshape(len(x), -1)
+        self._sets = {"interpolation": (tf.constant(x[None].astype(np.float32)), tf.constant(y[None]))}
+        return make_scores(pure, layers, snap=True, single=True, per_group=1, jit_compile=False, derived=True)
 
     def _mse(self) -> float:
         return mse(np.asarray(self.model.predict(self.x, batch_size=self.batch_size, verbose=0)), np.asarray(self.y))
