@@ -68,6 +68,23 @@ def test_a_held_polish_carries_it_there_with_the_powers_at_one():
     assert polished.extrapolation[0] < trainer.thresholds[0]
 
 
+@pytest.mark.parametrize("samples, parameters", [(40, 100), (100, 40)])
+def test_the_step_from_the_samples_system_is_the_step_from_the_parameters_system(samples, parameters):
+    """Levenberg-Marquardt's step solved as P x P or as N x N (the push-through identity), with
+    held (zero) columns and a damping per replica: the same step, to float64 round-off."""
+    from nalu_cli.training.polish import lm_step
+
+    rng = np.random.default_rng(0)
+    jacobian = rng.normal(size=(2, samples, parameters)) * rng.uniform(0.01, 10, size=(2, 1, parameters))
+    jacobian[:, :, :3] = 0.0  # held weights
+    r = tf.constant(rng.normal(size=(2, samples)))
+    damping = tf.constant([1e-6, 10.0], tf.float64)
+    jacobian = tf.constant(jacobian)
+    primal, dual = (lm_step(jacobian, r, damping, dual=flag).numpy() for flag in (False, True))
+    np.testing.assert_allclose(dual, primal, rtol=1e-7, atol=1e-9 * np.abs(primal).max())  # P > N at lambda 1e-6: the P x P system is near singular
+    assert np.all(primal[:, :3] == 0) and np.all(dual[:, :3] == 0)
+
+
 def test_polish_leaves_the_training_state_alone():
     trainer = trainer_at(div_config(), [0])
     state = trainer.architectures[0].state

@@ -5,7 +5,8 @@ output depends on the shared inputs' weights and the powers only at second order
 (a/b = 1 + (a - b)/b + ...), so those directions have curvature ~1e-4 of the others.
 A damped Gauss-Newton step solves (J^T J + lambda diag(J^T J)) d = -J^T r, which
 rescales every direction by its own curvature. It runs in float64 on all parameters
-flattened per replica ([R, P], P is a few hundred), one trial step per iteration,
+flattened per replica ([R, P], P is a few hundred; with more than the samples, the step
+comes from the equivalent N x N system, `lm_step`), one trial step per iteration,
 clipped like a training step; lambda shrinks 3x after an accepted step and grows 4x
 after a rejected one (Marquardt's rule), per replica. The regulariser is left out:
 this is a fit of the data, and `snap` still rounds afterwards.
@@ -105,13 +106,7 @@ def polish_graph(forward, layers, like: list, iterations: int, hold: bool = Fals
 
         def body(i, theta, damping, loss):
             r, jacobian = residuals_and_jacobian(theta, x, y)
-            jtj = tf.linalg.matmul(jacobian, jacobian, transpose_a=True)
-            jtr = tf.linalg.matvec(jacobian, r, adjoint_a=True)
-            diagonal = tf.linalg.diag_part(jtj)
-            # Marquardt's scaling, plus a floor so a parameter with no gradient keeps the system solvable.
-            floor = 1e-12 * tf.reduce_max(diagonal, axis=1, keepdims=True) + 1e-300
-            system = jtj + tf.linalg.diag(damping[:, None] * diagonal + floor)
-            step = tf.linalg.solve(system, -jtr[..., None])[..., 0]
+            step = lm_step(jacobian, r, damping)
             trial = flatten([layer.clip(**p) for layer, p in zip(layers, unflatten(theta + step))])
             trial_loss = mse(trial, x, y)
             better = tf.math.is_finite(trial_loss) & (trial_loss < loss) & tf.reduce_all(tf.math.is_finite(trial), axis=1)
@@ -125,6 +120,30 @@ def polish_graph(forward, layers, like: list, iterations: int, hold: bool = Fals
         return tf.nest.map_structure(lambda t, old: tf.cast(t, old.dtype), unflatten(theta), params)
 
     return polish
+
+
+def lm_step(jacobian, r, damping, dual: bool | None = None):
+    """Levenberg-Marquardt's step d [R, P] for Jacobians J [R, N, P], residuals r [R, N] and
+    damping lambda [R]: (J^T J + M) d = -J^T r, M = diag(lambda diag(J^T J) + floor) (Marquardt's
+    scaling, plus a floor so that a parameter with no gradient keeps the system solvable).
+
+    With more parameters than samples (P > N: the first layer at 1,000 inputs has 2,000 weights
+    a restart, the polish fits 256 samples) the same step comes from an N x N system, by the
+    push-through identity (J^T J + M)^-1 J^T = M^-1 J^T (J M^-1 J^T + I)^-1: O(N^2 P) instead of
+    O(N P^2 + P^3). `dual`: which system (None: the smaller)."""
+    samples, parameters = jacobian.shape[-2], jacobian.shape[-1]
+    if dual is None:
+        dual = parameters > samples
+    jtj = None if dual else tf.linalg.matmul(jacobian, jacobian, transpose_a=True)
+    diagonal = tf.reduce_sum(tf.square(jacobian), axis=1) if dual else tf.linalg.diag_part(jtj)  # [R, P]
+    floor = 1e-12 * tf.reduce_max(diagonal, axis=1, keepdims=True) + 1e-300
+    scale = damping[:, None] * diagonal + floor  # [R, P], M's diagonal
+    if dual:
+        scaled = jacobian / scale[:, None, :]  # J M^-1
+        kernel = tf.linalg.matmul(scaled, jacobian, transpose_b=True) + tf.eye(samples, dtype=jacobian.dtype)
+        return -tf.linalg.matvec(scaled, tf.linalg.solve(kernel, r[..., None])[..., 0], adjoint_a=True)
+    system = jtj + tf.linalg.diag(scale)
+    return tf.linalg.solve(system, -tf.linalg.matvec(jacobian, r, adjoint_a=True)[..., None])[..., 0]
 
 
 def _movable(shape, held: bool, row_scale: float | None, split_rows: int | None) -> np.ndarray:
