@@ -166,14 +166,16 @@ class SnapSelection(keras.callbacks.Callback):
         if len(layers) != 2 or x.ndim != 2:
             return None
         pure = functools.partial(forward, self.model)
-        head = x[:64].astype(np.float32)
-        params = [{name: tf.constant(value) for name, value in layer.items()} for layer in get_params(self.model)]
+        params = get_params(self.model)
+        dtype = next(iter(params[0].values())).dtype  # what the units compute in (float64 under that policy)
+        head = x[:64].astype(dtype)
         own = np.asarray(self.model.predict(head, batch_size=self.batch_size, verbose=0), np.float64)
-        pure_output = pure(params, tf.constant(head)).numpy().astype(np.float64)
+        pure_output = pure([{name: tf.constant(v) for name, v in layer.items()} for layer in params], tf.constant(head))
+        pure_output = np.asarray(pure_output, np.float64)
         if own.shape != pure_output.shape or not np.allclose(own, pure_output, rtol=1e-5, atol=1e-6, equal_nan=True):
             return None  # other layers or ops around the units
-        y = np.asarray(self.y, np.float32).reshape(len(x), -1)
-        self._sets = {"interpolation": (tf.constant(x[None].astype(np.float32)), tf.constant(y[None]))}
+        y = np.asarray(self.y, dtype).reshape(len(x), -1)
+        self._sets = {"interpolation": (tf.constant(x[None].astype(dtype)), tf.constant(y[None]))}
         return make_scores(pure, layers, snap=True, single=True, per_group=1, jit_compile=False, derived=True)
 
     def _mse(self) -> float:
