@@ -239,6 +239,25 @@ def test_snap_selection_reads_the_exact_product_a_model_of_two_units_holds_at_th
                 np.testing.assert_array_equal(a, b)
 
 
+def test_snap_selection_reads_the_exact_product_under_the_float64_policy_too():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float64")
+    try:
+        model = nau_nmu()
+        nau = np.zeros((IN, 2))
+        nau[:2, 0] = nau[1:4, 1] = 0.4
+        model.layers[0].w.assign(nau)
+        model.layers[1].w.assign(np.ones((2, 1)))
+        x, y = (array.astype(np.float64) for array in data(256))
+        selection = SnapSelection(validation_data=(x, y))
+        model.compile(keras.optimizers.SGD(0.0), "mse", run_eagerly=True)
+        model.fit(x, y, batch_size=256, epochs=1, callbacks=[selection], verbose=0)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert model.layers[0].w.dtype == "float64"
+    assert selection.best_snapped and selection.best_mse < 1e-9
+
+
 # -- saving and arguments -------------------------------------------------------------------------
 
 
