@@ -21,7 +21,9 @@ import time
 
 from nalu_cli._tf import import_tensorflow
 
-# float64 bytes of the P x P system's matrices (J^T J and the system, 6 restarts) beyond which it is skipped
+# The default model's restarts (model.restarts), each polished with its own system.
+RESTARTS = 6
+# float64 bytes of the P x P systems' matrices (J^T J and the system, every restart) beyond which it is skipped
 MAX_PRIMAL_BYTES = 4 * 2**30
 
 
@@ -38,6 +40,7 @@ def polish_seconds(size: int, dual: bool) -> tuple[float, float]:
     try:
         trainer = ReplicaTrainer.of(architectures[1:])  # the NaiNPU member alone
         arch = trainer.architectures[0]
+        assert len(arch.replicas) == RESTARTS, "the default model's restarts changed: update RESTARTS"
         started = time.perf_counter()
         arch.polish(arch.state.params)
         first = time.perf_counter()
@@ -55,9 +58,8 @@ def main(argv=None) -> None:
     import_tensorflow()
     for size in (int(s) for s in args.sizes.split(",")):
         parameters = 2 * size + 2
-        systems = [("N x N", True)]
-        if 2 * 6 * parameters**2 * 8 <= MAX_PRIMAL_BYTES:
-            systems.insert(0, ("P x P", False))
+        primal_bytes = 2 * RESTARTS * parameters**2 * 8
+        systems = [("P x P", False), ("N x N", True)] if primal_bytes <= MAX_PRIMAL_BYTES else [("N x N", True)]
         times = {name: [] for name, _ in systems}
         for _ in range(args.repeats):
             for name, dual in systems:
@@ -68,8 +70,8 @@ def main(argv=None) -> None:
             print(f"input size {size:>6} (P = {parameters:,}), {name} system: first call {first:.2f} s, "
                   f"second {second:.2f} s (medians of {len(measured)})", flush=True)
         if len(systems) == 1:
-            print(f"input size {size:>6}: P x P system skipped (its matrices: "
-                  f"{2 * 6 * parameters**2 * 8 / 2**30:.0f} GiB)", flush=True)
+            print(f"input size {size:>6}: P x P system skipped (its matrices: {primal_bytes / 2**30:.0f} GiB)",
+                  flush=True)
 
 
 if __name__ == "__main__":

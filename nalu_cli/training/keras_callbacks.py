@@ -21,6 +21,7 @@ from nalu_cli.evaluation import mse
 from nalu_cli.inspection.snapping import exact_params, snap_units
 from nalu_cli.model import forward, get_params, set_params, unit_layers
 from nalu_cli.training.evaluate import make_scores
+from nalu_cli.training.forms import FORM_SAMPLES
 from nalu_cli.training.step import layer_schedules, regularizer_lambda
 from nalu_cli.units import ArithmeticUnit
 
@@ -174,8 +175,9 @@ class SnapSelection(keras.callbacks.Callback):
         pure_output = np.asarray(pure_output, np.float64)
         if own.shape != pure_output.shape or not np.allclose(own, pure_output, rtol=1e-5, atol=1e-6, equal_nan=True):
             return None  # other layers or ops around the units
-        y = np.asarray(self.y, dtype).reshape(len(x), -1)
-        self._sets = {"interpolation": (tf.constant(x[None].astype(dtype)), tf.constant(y[None]))}
+        # the samples the forms are chosen on: the candidates' MSEs are _mse's, on every sample
+        y = np.asarray(self.y, dtype).reshape(len(x), -1)[:FORM_SAMPLES]
+        self._sets = {"interpolation": (tf.constant(x[None, :FORM_SAMPLES].astype(dtype)), tf.constant(y[None]))}
         return make_scores(pure, layers, snap=True, single=True, per_group=1, jit_compile=False, derived=True)
 
     def _mse(self) -> float:

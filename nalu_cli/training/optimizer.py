@@ -155,7 +155,8 @@ def _hidden_split(rest, mask, m, v, mh, vh, s, u, start, step):
     unit the next layer does not read (an NMU gate at 0) has no gradient, and the mean would
     drag it along with the others. Before `start` the units have yet to find what they share:
     split from step 0 (in both static members), the default model solved a*b by a median step
-    of 6,500, from 1,000 by 3,000 (seeds 0-9; 3,000 too with the gated member's alone, 0.16.0). The steps that begin at `start` have their own bias correction."""
+    of 6,500, from 1,000 by 3,000 (seeds 0-9; 3,000 too with the gated member's alone, 0.16.0).
+    The steps that begin at `start` have their own bias correction."""
     dtype = rest.dtype
     split_rest = rest * mask
     rows = tf.reduce_sum(mask)

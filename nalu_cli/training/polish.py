@@ -134,16 +134,19 @@ def lm_step(jacobian, r, damping, dual: bool | None = None):
     samples, parameters = jacobian.shape[-2], jacobian.shape[-1]
     if dual is None:
         dual = parameters > samples
-    jtj = None if dual else tf.linalg.matmul(jacobian, jacobian, transpose_a=True)
-    diagonal = tf.reduce_sum(tf.square(jacobian), axis=1) if dual else tf.linalg.diag_part(jtj)  # [R, P]
-    floor = 1e-12 * tf.reduce_max(diagonal, axis=1, keepdims=True) + 1e-300
-    scale = damping[:, None] * diagonal + floor  # [R, P], M's diagonal
     if dual:
-        scaled = jacobian / scale[:, None, :]  # J M^-1
+        scaled = jacobian / _marquardt(tf.reduce_sum(tf.square(jacobian), axis=1), damping)[:, None, :]  # J M^-1
         kernel = tf.linalg.matmul(scaled, jacobian, transpose_b=True) + tf.eye(samples, dtype=jacobian.dtype)
         return -tf.linalg.matvec(scaled, tf.linalg.solve(kernel, r[..., None])[..., 0], adjoint_a=True)
-    system = jtj + tf.linalg.diag(scale)
+    jtj = tf.linalg.matmul(jacobian, jacobian, transpose_a=True)
+    system = jtj + tf.linalg.diag(_marquardt(tf.linalg.diag_part(jtj), damping))
     return tf.linalg.solve(system, -tf.linalg.matvec(jacobian, r, adjoint_a=True)[..., None])[..., 0]
+
+
+def _marquardt(diagonal, damping):
+    """M's diagonal [R, P] from diag(J^T J) [R, P] and lambda [R]."""
+    floor = 1e-12 * tf.reduce_max(diagonal, axis=1, keepdims=True) + 1e-300
+    return damping[:, None] * diagonal + floor
 
 
 def _movable(shape, held: bool, row_scale: float | None, split_rows: int | None) -> np.ndarray:
