@@ -185,6 +185,10 @@ class TrainingConfig:
     # share and what tells them apart, each with its own moments (training/optimizer.py, _hidden_split);
     # null: never. The default model's static gated member begins at 1,000 (nalu_cli/portfolio.py).
     hidden_split_start: int | None = None
+    # A factor on split-adam's common-mode step: the step a first-layer column takes in all its input
+    # rows at once, which moves the hidden unit by learning_rate * sum(x) (1.5 a step at 100 inputs on
+    # U[1, 2] and lr 0.01). 1 is split-adam as before; see training/optimizer.py, update.
+    common_step_scale: float = 1.0
 
 
 @dataclass
@@ -297,6 +301,12 @@ def validate(config: Config) -> Config:
     if training.recurrent_step_scale is not None and training.recurrent_step_scale < 0:  # finite: _coerce
         raise NaluError(f"config key 'training.recurrent_step_scale' must be a number >= 0 or null, "
                         f"got {training.recurrent_step_scale!r}")
+    if training.common_step_scale < 0:  # finite: _coerce
+        raise NaluError(f"config key 'training.common_step_scale' must be a number >= 0, "
+                        f"got {training.common_step_scale!r}")
+    if training.common_step_scale != 1.0 and training.optimizer != "split-adam":
+        raise NaluError("config key 'training.common_step_scale' scales split-adam's common-mode step; it needs "
+                        f"training.optimizer split-adam, got {training.optimizer!r}")
     if training.hidden_split_start is not None:
         if training.hidden_split_start < 0:
             raise NaluError(f"config key 'training.hidden_split_start' must be a step >= 0 or null, "

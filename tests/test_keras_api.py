@@ -118,15 +118,17 @@ def test_weight_ranges_hold_under_any_optimizer():
 # -- SplitAdam ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind, scale, hidden", [("static", 1.0, None), ("recurrent", 1.0, None), ("recurrent", 0.1, None),
-                                                ("static", 1.0, 3), ("recurrent", 0.1, 3)])
-def test_split_adam_takes_the_trainers_steps_on_the_same_gradients(kind, scale, hidden):
+@pytest.mark.parametrize("kind, scale, hidden, common", [
+    ("static", 1.0, None, 1.0), ("recurrent", 1.0, None, 1.0), ("recurrent", 0.1, None, 1.0), ("static", 1.0, 3, 1.0),
+    ("recurrent", 0.1, 3, 1.0), ("static", 1.0, 3, 0.3), ("recurrent", 0.1, None, 0.3)])
+def test_split_adam_takes_the_trainers_steps_on_the_same_gradients(kind, scale, hidden, common):
     """nalu's trainer: optimizer.update (split-adam on the first layer's matrices; a cell's x_t rows
     only, its h_{t-1} rows stepping `scale` times as far; with `hidden`, the hidden split from that
-    step), then each unit's clip."""
+    step; the common mode's step `common` times as far), then each unit's clip."""
     model = nau_nmu() if kind == "static" else recurrent()
     units = [model.layers[0].cell if kind == "recurrent" else model.layers[0], model.layers[1]]
-    split_adam = SplitAdam(learning_rate=0.05, recurrent_step_scale=scale, hidden_split_start=hidden)
+    split_adam = SplitAdam(learning_rate=0.05, recurrent_step_scale=scale, hidden_split_start=hidden,
+                           common_step_scale=common)
     variables = model.trainable_variables
     split_adam.build(variables)
     first = units[0].unit.w if kind == "recurrent" else units[0].w
@@ -141,7 +143,8 @@ def test_split_adam_takes_the_trainers_steps_on_the_same_gradients(kind, scale, 
         split_adam.apply_gradients([(by_variable[id(v)], v) for v in variables])
         row_scales = [{"w": scale} if kind == "recurrent" else {}, {}]
         params, state = trainer_optimizer.update(grads, state, params, trainer_optimizer.step_size(0.05, step), rows,
-                                                 row_scales, hidden=None if hidden is None else (hidden, step))
+                                                 row_scales, hidden=None if hidden is None else (hidden, step),
+                                                 common_scale=common)
         params = [unit.clip(**p) for unit, p in zip(units, params)]
     for unit, expected in zip(units, params):
         for name, variable in unit.params().items():
@@ -166,9 +169,16 @@ def test_split_adam_splits_the_variables_named_and_round_trips_its_config():
     split_adam = SplitAdam(0.01, split=["nmu"])
     split_adam.build(model.trainable_variables)
     assert split_adam.split_variables() == [model.layers[1].w]
-    clone = SplitAdam.from_config(SplitAdam(0.01, split=["nmu"], recurrent_step_scale=0.1).get_config())
+    clone = SplitAdam.from_config(SplitAdam(0.01, split=["nmu"], recurrent_step_scale=0.1,
+                                            common_step_scale=0.3).get_config())
     assert clone.split == ["nmu"] and float(clone.learning_rate) == pytest.approx(0.01)
-    assert clone.recurrent_step_scale == 0.1
+    assert clone.recurrent_step_scale == 0.1 and clone.common_step_scale == 0.3
+
+
+@pytest.mark.parametrize("value", [-0.1, float("inf"), float("nan"), True, "0.3"])
+def test_split_adam_refuses_a_common_step_scale_that_is_not_a_finite_number_at_least_0(value):
+    with pytest.raises(ValueError, match="`common_step_scale` must be a finite number >= 0"):
+        SplitAdam(0.01, common_step_scale=value)
 
 
 # -- snapping -----------------------------------------------------------------------------------

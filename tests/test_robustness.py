@@ -324,6 +324,9 @@ NAMED = {"model": {"layers": ["nau", "nmu"]}}
     ("0.15.0", "hidden_split_start", {}, {},
      r"member 1 trained with training.hidden_split_start null; nalu .*'s \(nau -> gated\) with 1000: "
      r"resume it with that nalu, or start a new run"),
+    # 0.18.0's training.common_step_scale: 1, split-adam as before, for every model.
+    ("0.17.0", "common_step_scale", NAMED, {}, None),
+    ("0.17.0", "common_step_scale", {}, {}, None),
 ])
 def test_a_setting_added_since_a_checkpoint_resumes_at_its_default_and_is_refused_otherwise(
         tmp_path, version, added, settings, older, refused):

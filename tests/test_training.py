@@ -119,7 +119,7 @@ def test_only_the_default_model_restarts_by_default():
     assert resolve({"model": {"unit": "nalu", "restarts": 3}}).model.restart_count == 3
 
 
-def _run_adam_step(params, grads, split, steps=3, lr=0.01):
+def _run_adam_step(params, grads, split, steps=3, lr=0.01, common_scale=1.0):
     """Apply `optimizer.update` `steps` times with the same gradients; returns the final weights."""
     import tensorflow as tf
 
@@ -130,7 +130,7 @@ def _run_adam_step(params, grads, split, steps=3, lr=0.01):
     state = optimizer.init(params, split)
     for step in range(steps):
         step_size = optimizer.step_size(tf.constant([lr]), tf.constant(step, tf.int64))
-        params, state = optimizer.update(grads, state, params, step_size)
+        params, state = optimizer.update(grads, state, params, step_size, common_scale=common_scale)
     return [{k: t.numpy() for k, t in layer.items()} for layer in params]
 
 
@@ -162,6 +162,36 @@ def test_split_adam_moves_what_tells_inputs_apart_at_the_learning_rate():
 
     split = -_run_adam_step([{"w": w}], [{"w": g}], split=[("w",)], steps=1, lr=lr)[0]["w"]
     np.testing.assert_allclose(split, lr + lr * signs, atol=1e-3 * lr)  # Adam's epsilon: ~3e-4 relative
+
+
+def test_the_common_step_scale_shortens_the_common_step_and_nothing_else():
+    """training.common_step_scale s: the shared part moves every weight by s * lr, the part that
+    tells the inputs apart still by lr; under plain adam nothing is split, so nothing is scaled."""
+    n, lr = 100, 0.01
+    w = np.zeros((1, n, 1), np.float32)
+    signs = np.random.default_rng(1).permutation(np.tile([1.0, -1.0], n // 2)).reshape(1, n, 1)
+    g = (100.0 + 0.01 * signs).astype(np.float32)
+    for scale in (0.3, 0.0):
+        split = -_run_adam_step([{"w": w}], [{"w": g}], split=[("w",)], steps=1, lr=lr, common_scale=scale)[0]["w"]
+        np.testing.assert_allclose(split, scale * lr + lr * signs, atol=1e-3 * lr)
+    adam = -_run_adam_step([{"w": w}], [{"w": g}], split=[()], steps=1, lr=lr, common_scale=0.3)[0]["w"]
+    np.testing.assert_allclose(adam, lr, rtol=1e-4)
+
+
+def test_the_trainers_step_takes_the_configs_common_step_scale(monkeypatch):
+    """The compiled chunk hands training.common_step_scale to every update it traces."""
+    from nalu_cli.training import optimizer
+
+    seen, update = [], optimizer.update
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs.get("common_scale"))
+        return update(*args, **kwargs)
+
+    monkeypatch.setattr(optimizer, "update", recording)
+    config = config_for("nau", op="add", common_step_scale=0.25)
+    ReplicaTrainer(config.model, config.training, [Replica.for_seed(config, 0)]).train(2)
+    assert seen and set(seen) == {0.25}
 
 
 def _hidden_split_run(differences, steps, start, seed=0, lr=0.01):

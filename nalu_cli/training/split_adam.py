@@ -46,13 +46,17 @@ class SplitAdam(keras.optimizers.Optimizer):
             moments (see `nalu_cli.training.optimizer._hidden_split`). Defaults to `None`
             (never); nalu's default model's gated member begins at 1,000 (`training.hidden_split_start`).
 
+        common_step_scale: A float >= 0, the factor on the common mode's step (the step a split
+            matrix takes in all its split rows at once). Defaults to `1.0`; see
+            `training.common_step_scale` and `nalu_cli.training.optimizer.update`.
+
     A matrix whose variable has an integer attribute `split_rows` (an `ArithmeticCell`'s unit,
     which reads [x_t, h_{t-1}]) splits its first rows only, the x_t rows that share the inputs'
     mean, and its other rows, the recurrence, step `recurrent_step_scale` times as far.
     """
 
     def __init__(self, learning_rate=0.001, split=None, recurrent_step_scale=1.0, hidden_split_start=None,
-                 name="split_adam", **kwargs):
+                 common_step_scale=1.0, name="split_adam", **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         if hidden_split_start is not None and (isinstance(hidden_split_start, bool) or not isinstance(
                 hidden_split_start, int) or hidden_split_start < 0):
@@ -63,8 +67,12 @@ class SplitAdam(keras.optimizers.Optimizer):
         if isinstance(recurrent_step_scale, bool) or not isinstance(recurrent_step_scale, (int, float)) \
                 or not recurrent_step_scale >= 0:
             raise ValueError(f"`recurrent_step_scale` must be a number >= 0. Received: {recurrent_step_scale!r}")
+        if isinstance(common_step_scale, bool) or not isinstance(common_step_scale, (int, float)) \
+                or not 0 <= common_step_scale < float("inf"):
+            raise ValueError(f"`common_step_scale` must be a finite number >= 0. Received: {common_step_scale!r}")
         self.split = None if split is None else list(split)
         self.recurrent_step_scale = float(recurrent_step_scale)
+        self.common_step_scale = float(common_step_scale)
 
     def build(self, var_list):
         if self.built:
@@ -125,6 +133,7 @@ class SplitAdam(keras.optimizers.Optimizer):
             rows=[self._rows.get(index)],
             row_scales=[{"w": self.recurrent_step_scale} if index in self._rows else {}],
             hidden=(self.hidden_split_start, self.iterations) if hidden else None,
+            common_scale=self.common_step_scale,
         )
         self.assign(self._m[index], new_state.m[0]["w"])
         self.assign(self._v[index], new_state.v[0]["w"])
@@ -137,7 +146,7 @@ class SplitAdam(keras.optimizers.Optimizer):
 
     def get_config(self):
         return {**super().get_config(), "split": self.split, "recurrent_step_scale": self.recurrent_step_scale,
-                "hidden_split_start": self.hidden_split_start}
+                "hidden_split_start": self.hidden_split_start, "common_step_scale": self.common_step_scale}
 
 
 def _path(variable) -> str:

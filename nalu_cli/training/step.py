@@ -115,6 +115,7 @@ def make_chunk(forward, layers, replicas, training: TrainingConfig):
             params, moments = optimizer.update(
                 grads, state.optimizer, state.params, optimizer.step_size(replica_lr, step), split_rows, row_scales,
                 hidden=None if hidden_start is None else (hidden_start, step),
+                common_scale=training.common_step_scale,
             )
             params = [layer.clip(**p) for layer, p in zip(layers, params)]
             return i + 1, TrainState(params, moments), loss_sum + mse
