@@ -5,4 +5,4 @@ that need it (units, model, training, evaluation, export), never by the CLI's
 `--help` path.
 """
 
-__version__ = "0.17.0"
+__version__ = "0.18.0"
