@@ -185,9 +185,8 @@ class TrainingConfig:
     # share and what tells them apart, each with its own moments (training/optimizer.py, _hidden_split);
     # null: never. The default model's static gated member begins at 1,000 (nalu_cli/portfolio.py).
     hidden_split_start: int | None = None
-    # A factor on split-adam's common-mode step: the step a first-layer column takes in all its input
-    # rows at once, which moves the hidden unit by learning_rate * sum(x) (1.5 a step at 100 inputs on
-    # U[1, 2] and lr 0.01). 1 is split-adam as before; see training/optimizer.py, update.
+    # A factor on split-adam's common-mode step, the one a first-layer column takes in all its input
+    # rows at once; 1 is split-adam as before (training/optimizer.py, update: what it does and why).
     common_step_scale: float = 1.0
 
 

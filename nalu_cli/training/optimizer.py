@@ -120,7 +120,7 @@ def update(grads, state: AdamState, params, step_size, rows: list | None = None,
                 common = tf.reduce_mean(g[..., :split, :], axis=-2, keepdims=True)
                 g = g - mask * common
                 out_mc[name], out_vc[name], direction = _moments(mc_l[name], vc_l[name], common)
-                direction = mask * direction if common_scale == 1.0 else mask * direction * common_scale
+                direction = mask * direction * common_scale  # x * 1.0 is x: split-adam as before, bit for bit
             if name in u_l:  # a split weight (in mc_l): `mask` is its split rows
                 (out_m[name], out_v[name], out_mh[name], out_vh[name], out_s[name], out_u[name],
                  rest) = _hidden_split(g, mask, m_l[name], v_l[name], mh_l[name], vh_l[name], s_l[name], u_l[name],
