@@ -175,10 +175,11 @@ def test_split_adam_splits_the_variables_named_and_round_trips_its_config():
     assert clone.recurrent_step_scale == 0.1 and clone.common_step_scale == 0.3
 
 
+@pytest.mark.parametrize("name", ["common_step_scale", "recurrent_step_scale"])
 @pytest.mark.parametrize("value", [-0.1, float("inf"), float("nan"), True, "0.3"])
-def test_split_adam_refuses_a_common_step_scale_that_is_not_a_finite_number_at_least_0(value):
-    with pytest.raises(ValueError, match="`common_step_scale` must be a finite number >= 0"):
-        SplitAdam(0.01, common_step_scale=value)
+def test_split_adam_refuses_a_step_factor_that_is_not_a_finite_number_at_least_0(name, value):
+    with pytest.raises(ValueError, match=f"`{name}` must be a finite number >= 0"):
+        SplitAdam(0.01, **{name: value})
 
 
 # -- snapping -----------------------------------------------------------------------------------

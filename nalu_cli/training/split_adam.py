@@ -64,15 +64,9 @@ class SplitAdam(keras.optimizers.Optimizer):
         self.hidden_split_start = hidden_split_start
         if split is not None and (isinstance(split, str) or not all(isinstance(p, str) for p in split)):
             raise ValueError(f"`split` must be None or a list of strings. Received: split={split!r}")
-        if isinstance(recurrent_step_scale, bool) or not isinstance(recurrent_step_scale, (int, float)) \
-                or not recurrent_step_scale >= 0:
-            raise ValueError(f"`recurrent_step_scale` must be a number >= 0. Received: {recurrent_step_scale!r}")
-        if isinstance(common_step_scale, bool) or not isinstance(common_step_scale, (int, float)) \
-                or not 0 <= common_step_scale < float("inf"):
-            raise ValueError(f"`common_step_scale` must be a finite number >= 0. Received: {common_step_scale!r}")
         self.split = None if split is None else list(split)
-        self.recurrent_step_scale = float(recurrent_step_scale)
-        self.common_step_scale = float(common_step_scale)
+        self.recurrent_step_scale = _step_factor("recurrent_step_scale", recurrent_step_scale)
+        self.common_step_scale = _step_factor("common_step_scale", common_step_scale)
 
     def build(self, var_list):
         if self.built:
@@ -147,6 +141,13 @@ class SplitAdam(keras.optimizers.Optimizer):
     def get_config(self):
         return {**super().get_config(), "split": self.split, "recurrent_step_scale": self.recurrent_step_scale,
                 "hidden_split_start": self.hidden_split_start, "common_step_scale": self.common_step_scale}
+
+
+def _step_factor(name: str, value) -> float:
+    """`value` as a float, if it is a finite number >= 0 (a factor on some weights' steps)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ValueError(f"`{name}` must be a finite number >= 0. Received: {value!r}")
+    return float(value)
 
 
 def _path(variable) -> str:
